@@ -1,0 +1,88 @@
+//! The command line, as DESIGN.md specifies it. Kept in the library so the
+//! completion scripts and the man page are generated from the same
+//! definition the binary parses.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "feedsync",
+    version,
+    about = "Keep external commerce services in step with your catalog: diff exports, send only the changes.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Config file [default: $FEEDSYNC_CONFIG, then ./feedsync.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Say more (-v: per-feed summaries always; -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print errors only
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Partial sync: read each feed's source, send what changed
+    Sync(SyncArgs),
+    /// Per-feed counts, last runs, health
+    Status(StatusArgs),
+    /// Per-item detail of one feed
+    Items(ItemsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FeedSelection {
+    /// Only this feed (repeatable)
+    #[arg(long = "feed", value_name = "F")]
+    pub feeds: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub select: FeedSelection,
+    /// Send nothing and change nothing; print what would be sent
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Let this run pass the mass-delete guard
+    #[arg(long)]
+    pub allow_deletes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this feed
+    #[arg(long, value_name = "F")]
+    pub feed: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemsArgs {
+    #[arg(long, value_name = "F")]
+    pub feed: String,
+    /// pending, sent, retry or failed
+    #[arg(long, value_name = "S", value_parser = ["pending", "sent", "retry", "failed"])]
+    pub status: Option<String>,
+    /// One item, by id as `items` shows it
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}

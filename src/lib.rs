@@ -1,0 +1,22 @@
+//! feedsync: keep an external commerce service in step with a shop's own
+//! catalog. Read an export, diff it against the hashes in one SQLite state
+//! file, send only the changes in batches, and never lose one.
+//!
+//! The way through the code: `cli` (the command line) → `app` (the
+//! commands) → `sync` (collect and deliver), which uses `source` and
+//! `format` (reading exports), `record` (keys and hashes), `diff` (finding
+//! changes), `state` (the SQLite file) and `target` (the wire).
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod diff;
+pub mod error;
+pub mod format;
+pub mod record;
+pub mod report;
+pub mod source;
+pub mod state;
+pub mod sync;
+pub mod target;

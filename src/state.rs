@@ -1,0 +1,634 @@
+//! The state file: one SQLite database that is the whole memory of feedsync.
+//! This module owns its schema, its migrations and every SQL statement, so
+//! the guarantees about it (mode 0600, no `-wal` left behind, one writer at a
+//! time) are kept in one place.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::error::{Error, Result};
+use crate::record::{Hash, Item};
+
+/// Schema migrations, applied in order by `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
+
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Item statuses as stored (and as DESIGN.md names them).
+pub mod status {
+    pub const PENDING: &str = "pending";
+    pub const SENT: &str = "sent";
+    pub const RETRY: &str = "retry";
+    pub const FAILED: &str = "failed";
+    pub const ALL: [&str; 4] = [PENDING, SENT, RETRY, FAILED];
+}
+
+fn blob(h: Hash) -> [u8; 16] {
+    h.to_be_bytes()
+}
+
+fn unblob(b: &[u8]) -> Hash {
+    let mut a = [0u8; 16];
+    if b.len() == 16 {
+        a.copy_from_slice(b);
+    }
+    Hash::from_be_bytes(a)
+}
+
+impl State {
+    /// Opens (creating with mode 0600 if needed) and migrates the state file.
+    pub fn open(path: &Path) -> Result<State> {
+        let fail = |what: &dyn std::fmt::Display| {
+            Error::State(format!("state file {}: {what}", path.display()))
+        };
+        if !path.exists() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+            }
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => File::open(path),
+                    _ => Err(e),
+                })
+                .map_err(|e| fail(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| fail(&e))?;
+        let mut state = State {
+            conn,
+            path: path.to_path_buf(),
+        };
+        state.setup().map_err(|e| match e {
+            Error::State(m) if m.starts_with("state file:") => fail(&m[12..].trim_start()),
+            e => e,
+        })?;
+        Ok(state)
+    }
+
+    /// For read-only commands: the state file if there is one, else an
+    /// empty in-memory state, so looking never creates files.
+    pub fn open_or_empty(path: &Path) -> Result<State> {
+        if path.exists() {
+            return State::open(path);
+        }
+        let conn = Connection::open_in_memory()?;
+        let mut state = State {
+            conn,
+            path: path.to_path_buf(),
+        };
+        state.setup()?;
+        Ok(state)
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL lets `status`, `report` and `backup` read during a run; the
+        // last connection to close checkpoints and removes the -wal file.
+        self.conn
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        self.conn.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -32000;
+             PRAGMA journal_size_limit = 67108864;",
+        )?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(Error::State(format!(
+                "state file {}: written by a newer feedsync (schema version {version}, this one knows {known})",
+                self.path.display()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A write transaction that takes SQLite's write lock at once, so a
+    /// reader never has to be upgraded halfway.
+    pub fn write(&mut self) -> Result<Tx<'_>> {
+        Ok(Tx(self.conn.transaction_with_behavior(
+            TransactionBehavior::Immediate,
+        )?))
+    }
+
+    /// The id of a feed's row, creating it on first use.
+    pub fn feed_id(&self, name: &str) -> Result<i64> {
+        self.conn
+            .execute("INSERT OR IGNORE INTO feeds (name) VALUES (?1)", [name])?;
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM feeds WHERE name = ?1", [name], |r| r.get(0))?)
+    }
+
+    pub fn feed_info(&self, name: &str) -> Result<Option<FeedInfo>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, raw_seed, last_run_at, last_success_at, last_error
+                 FROM feeds WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(FeedInfo {
+                        id: r.get(0)?,
+                        raw_seed: r.get(1)?,
+                        last_run_at: r.get(2)?,
+                        last_success_at: r.get(3)?,
+                        last_error: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records how a job ended for a feed.
+    pub fn finish_feed(&self, feed_id: i64, at: i64, error: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE feeds SET last_run_at = ?2, last_error = ?3,
+                 last_success_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE last_success_at END
+             WHERE id = ?1",
+            params![feed_id, at, error],
+        )?;
+        Ok(())
+    }
+
+    /// Item counts for `status`: (live, deleted, per status).
+    pub fn counts(&self, feed_id: i64) -> Result<Counts> {
+        let mut c = Counts::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT status, deleted, count(*) FROM items WHERE feed_id = ?1 GROUP BY status, deleted",
+        )?;
+        let mut rows = stmt.query([feed_id])?;
+        while let Some(r) = rows.next()? {
+            let status: String = r.get(0)?;
+            let deleted: bool = r.get(1)?;
+            let n = r.get::<_, i64>(2)? as u64;
+            if deleted {
+                c.deleted += n;
+            } else {
+                c.live += n;
+            }
+            match status.as_str() {
+                status::PENDING => c.pending += n,
+                status::SENT => c.sent += n,
+                status::RETRY => c.retry += n,
+                _ => c.failed += n,
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn list_items(&self, feed_id: i64, filter: &ItemFilter) -> Result<Vec<ItemRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, status, deleted, attempts, error, modified_at, sent_at, next_attempt_at
+             FROM items
+             WHERE feed_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id = ?3)
+             ORDER BY id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![feed_id, filter.status, filter.id, filter.limit as i64],
+            |r| {
+                Ok(ItemRow {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    deleted: r.get(2)?,
+                    attempts: r.get(3)?,
+                    error: r.get(4)?,
+                    modified_at: r.get(5)?,
+                    sent_at: r.get(6)?,
+                    next_attempt_at: r.get(7)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Starts a run record; `finish_run` completes it.
+    pub fn start_run(&self, job: &str, at: i64) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (job, started_at) VALUES (?1, ?2)",
+            params![job, at],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run: i64, at: i64, exit_code: u8, summary: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?2, exit_code = ?3, summary = ?4 WHERE id = ?1",
+            params![run, at, exit_code, summary],
+        )?;
+        Ok(())
+    }
+
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT job, started_at, finished_at, exit_code, summary FROM runs
+             ORDER BY started_at DESC, id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(RunRow {
+                job: r.get(0)?,
+                started_at: r.get(1)?,
+                finished_at: r.get(2)?,
+                exit_code: r.get(3)?,
+                summary: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn last_run_at(&self) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT max(started_at) FROM runs", [], |r| r.get(0))?)
+    }
+
+    /// One batch of the send queue: items in `statuses` (and, for `retry`,
+    /// due by `due`), after `after` in rowid order.
+    pub fn queue(&self, q: &Queue<'_>, after: i64, limit: usize) -> Result<Vec<OutItem>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT rowid, id, key, hash, deleted, data, attempts FROM items
+             WHERE {QUEUE_WHERE} AND rowid > ?4 ORDER BY rowid LIMIT ?5"
+        ))?;
+        let statuses = serde_json::to_string(q.statuses).unwrap_or_default();
+        let rows = stmt.query_map(
+            params![q.feed_id, statuses, q.due, after, limit as i64],
+            |r| {
+                Ok(OutItem {
+                    rowid: r.get(0)?,
+                    id: r.get(1)?,
+                    key: r.get(2)?,
+                    hash: unblob(&r.get::<_, Vec<u8>>(3)?),
+                    deleted: r.get(4)?,
+                    data: r.get(5)?,
+                    attempts: r.get(6)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+const QUEUE_WHERE: &str = "feed_id = ?1 AND status IN (SELECT value FROM json_each(?2))
+    AND (?3 IS NULL OR next_attempt_at IS NULL OR next_attempt_at <= ?3)";
+
+/// Counts what a queue holds, by op: (upserts, deletes).
+pub fn queue_size(conn: &Connection, q: &Queue<'_>) -> Result<(u64, u64)> {
+    let statuses = serde_json::to_string(q.statuses).unwrap_or_default();
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted)
+         FROM items WHERE {QUEUE_WHERE}"
+    );
+    Ok(
+        conn.query_row(&sql, params![q.feed_id, statuses, q.due], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?,
+    )
+}
+
+/// The ids and ops in a queue, for `--dry-run -v`.
+pub fn queue_ids(conn: &Connection, q: &Queue<'_>) -> Result<Vec<(String, bool)>> {
+    let statuses = serde_json::to_string(q.statuses).unwrap_or_default();
+    let sql = format!("SELECT id, deleted FROM items WHERE {QUEUE_WHERE} ORDER BY rowid");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![q.feed_id, statuses, q.due], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedInfo {
+    pub id: i64,
+    pub raw_seed: Option<i64>,
+    pub last_run_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub live: u64,
+    pub deleted: u64,
+    pub pending: u64,
+    pub sent: u64,
+    pub retry: u64,
+    pub failed: u64,
+}
+
+pub struct ItemFilter {
+    pub status: Option<String>,
+    pub id: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug)]
+pub struct ItemRow {
+    pub id: String,
+    pub status: String,
+    pub deleted: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub modified_at: i64,
+    pub sent_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct RunRow {
+    pub job: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<u8>,
+    pub summary: Option<String>,
+}
+
+/// Which items a send takes.
+pub struct Queue<'a> {
+    pub feed_id: i64,
+    pub statuses: &'a [&'a str],
+    /// Only items whose `next_attempt_at` has come by then.
+    pub due: Option<i64>,
+}
+
+/// An item on its way to the target.
+#[derive(Debug, Clone)]
+pub struct OutItem {
+    pub rowid: i64,
+    pub id: String,
+    pub key: String,
+    pub hash: Hash,
+    pub deleted: bool,
+    pub data: Option<String>,
+    pub attempts: u32,
+}
+
+/// What the state knows of an item, for the diff.
+#[derive(Debug)]
+pub struct Known {
+    pub rowid: i64,
+    pub hash: Hash,
+    pub deleted: bool,
+    pub has_data: bool,
+}
+
+/// An item as the diff first sees it: only what finding changes needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pub rowid: i64,
+    pub raw_hash: Option<Hash>,
+    pub deleted: bool,
+}
+
+/// How a delivery attempt ended for one item.
+pub enum Outcome<'a> {
+    Sent,
+    Retry {
+        error: &'a str,
+        next_attempt_at: i64,
+    },
+    Failed {
+        error: &'a str,
+    },
+}
+
+/// A write transaction; every change to items goes through here.
+pub struct Tx<'c>(Transaction<'c>);
+
+impl Tx<'_> {
+    pub fn commit(self) -> Result<()> {
+        Ok(self.0.commit()?)
+    }
+
+    pub fn rollback(self) -> Result<()> {
+        Ok(self.0.rollback()?)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.0
+    }
+
+    /// Every item of a feed in rowid order, with its raw hash.
+    pub fn slots(&self, feed_id: i64) -> Result<Vec<Slot>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT rowid, raw_hash, deleted FROM items WHERE feed_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([feed_id], |r| {
+            Ok(Slot {
+                rowid: r.get(0)?,
+                raw_hash: r.get::<_, Option<Vec<u8>>>(1)?.map(|b| unblob(&b)),
+                deleted: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn max_rowid(&self) -> Result<i64> {
+        Ok(self
+            .0
+            .query_row("SELECT coalesce(max(rowid), 0) FROM items", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    pub fn item_id(&self, rowid: i64) -> Result<String> {
+        Ok(self
+            .0
+            .query_row("SELECT id FROM items WHERE rowid = ?1", [rowid], |r| {
+                r.get(0)
+            })?)
+    }
+
+    pub fn find(&self, feed_id: i64, id: &str) -> Result<Option<Known>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT rowid, hash, deleted, data IS NOT NULL FROM items WHERE feed_id = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![feed_id, id], |r| {
+                Ok(Known {
+                    rowid: r.get(0)?,
+                    hash: unblob(&r.get::<_, Vec<u8>>(1)?),
+                    deleted: r.get(2)?,
+                    has_data: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// A new item, pending. False when the feed already has an item with
+    /// this id (a duplicate key in the source).
+    pub fn insert(&self, feed_id: i64, item: &Item, raw: Hash, now: i64) -> Result<bool> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO items (feed_id, id, key, hash, raw_hash, status, modified_at, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
+        )?;
+        let inserted = stmt.execute(params![
+            feed_id,
+            item.id,
+            item.key,
+            blob(item.hash),
+            blob(raw),
+            now,
+            item.data
+        ]);
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A new version of a known item (or a tombstone come back): pending,
+    /// with its attempts reset.
+    pub fn change(&self, rowid: i64, item: &Item, raw: Hash, now: i64) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET hash = ?2, raw_hash = ?3, deleted = 0, status = 'pending',
+                 attempts = 0, error = NULL, next_attempt_at = NULL, modified_at = ?4, data = ?5
+             WHERE rowid = ?1",
+        )?;
+        stmt.execute(params![rowid, blob(item.hash), blob(raw), now, item.data])?;
+        Ok(())
+    }
+
+    /// Same content, other bytes (key order, an excluded field): remember the
+    /// bytes, and keep stored data current, without making it a change.
+    pub fn touch(&self, rowid: i64, raw: Hash, data: Option<&str>) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET raw_hash = ?2, data = coalesce(?3, data) WHERE rowid = ?1",
+        )?;
+        stmt.execute(params![rowid, blob(raw), data])?;
+        Ok(())
+    }
+
+    /// Marks an item deleted; the delete carries its last known hash.
+    pub fn tombstone(&self, rowid: i64, now: i64) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET deleted = 1, raw_hash = NULL, status = 'pending', attempts = 0,
+                 error = NULL, next_attempt_at = NULL, modified_at = ?2, data = NULL
+             WHERE rowid = ?1",
+        )?;
+        stmt.execute(params![rowid, now])?;
+        Ok(())
+    }
+
+    pub fn set_raw_seed(&self, feed_id: i64, seed: i64) -> Result<()> {
+        self.0.execute(
+            "UPDATE feeds SET raw_seed = ?2 WHERE id = ?1",
+            params![feed_id, seed],
+        )?;
+        Ok(())
+    }
+
+    /// Records a delivery attempt's outcome for one item, if the item is
+    /// still the version that was sent.
+    pub fn record(
+        &self,
+        item: &OutItem,
+        outcome: &Outcome<'_>,
+        now: i64,
+        keep_data: bool,
+    ) -> Result<()> {
+        let hash = blob(item.hash);
+        match outcome {
+            Outcome::Sent => {
+                let mut stmt = self.0.prepare_cached(
+                    "UPDATE items SET status = 'sent', sent_at = ?3, attempts = 0, error = NULL,
+                         next_attempt_at = NULL, data = CASE WHEN ?4 THEN data END
+                     WHERE rowid = ?1 AND hash = ?2",
+                )?;
+                stmt.execute(params![item.rowid, hash, now, keep_data])?;
+            }
+            Outcome::Retry {
+                error,
+                next_attempt_at,
+            } => {
+                let mut stmt = self.0.prepare_cached(
+                    "UPDATE items SET status = 'retry', attempts = attempts + 1, error = ?3,
+                         next_attempt_at = ?4
+                     WHERE rowid = ?1 AND hash = ?2",
+                )?;
+                stmt.execute(params![item.rowid, hash, clip(error), next_attempt_at])?;
+            }
+            Outcome::Failed { error } => {
+                let mut stmt = self.0.prepare_cached(
+                    "UPDATE items SET status = 'failed', attempts = attempts + 1, error = ?3,
+                         next_attempt_at = NULL
+                     WHERE rowid = ?1 AND hash = ?2",
+                )?;
+                stmt.execute(params![item.rowid, hash, clip(error)])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Error texts are kept to 1 KB, cut at a character boundary.
+pub fn clip(s: &str) -> &str {
+    if s.len() <= 1024 {
+        return s;
+    }
+    let mut end = 1024;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The run lock: an advisory lock on `<state>.lock`, held for the whole run.
+/// The kernel drops it when the process dies, so a killed run frees it.
+pub struct RunLock {
+    _file: File,
+}
+
+pub fn lock(state: &Path) -> Result<RunLock> {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::State(format!("lock file {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked(path.display().to_string())),
+        Err(TryLockError::Error(e)) => {
+            Err(Error::State(format!("lock file {}: {e}", path.display())))
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The jobs that move changes: collect (read a source and diff it) and
+//! deliver (send a queue of items in batches and record what the target
+//! said). `sync`, `send`, `retry` and `resync` are combinations of the two.
+//!
+//! Delivery keeps Guarantee 1: an item becomes `sent` only in the
+//! transaction that follows the target's acknowledgement of its version;
+//! every other outcome leaves it `pending`, `retry` or `failed` with its
+//! data, so a later run can deliver it.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::clock;
+use crate::config::{Config, Feed, Mode, Secrets};
+use crate::diff;
+use crate::error::{Error, Result, exit};
+use crate::format::Splitter;
+use crate::source::Source;
+use crate::state::{OutItem, Outcome, Queue, State, status};
+use crate::target::{Response, SyncKind, Target, Verdict};
+
+/// How one feed fared in one job; also the `--json` document's entries.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FeedReport {
+    pub name: String,
+    /// Items read from the source.
+    pub collected: u64,
+    /// Upserts and deletes queued for delivery in this job.
+    pub upserts: u64,
+    pub deletes: u64,
+    /// Items the target acknowledged in this job.
+    pub sent: u64,
+    /// Items that became `retry` or `failed` in this job.
+    pub retry: u64,
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub exit: u8,
+}
+
+impl FeedReport {
+    fn new(name: &str) -> FeedReport {
+        FeedReport {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn fail(&mut self, e: &Error) {
+        self.error = Some(e.to_string());
+        self.exit = e.exit_code();
+    }
+
+    /// The one-line summary shown on a terminal and kept in the run history.
+    pub fn line(&self, dry_run: bool) -> String {
+        let mut s = format!("{}: ", self.name);
+        if self.collected > 0 || self.upserts + self.deletes == 0 {
+            s.push_str(&format!("{} read, ", self.collected));
+        }
+        if self.upserts + self.deletes == 0 {
+            s.push_str("nothing to send");
+        } else {
+            let verb = if dry_run { "would send" } else { "to send" };
+            s.push_str(&format!(
+                "{verb} {} upsert{}, {} delete{}",
+                self.upserts,
+                plural(self.upserts),
+                self.deletes,
+                plural(self.deletes)
+            ));
+            if !dry_run {
+                s.push_str(&format!("; {} sent", self.sent));
+                if self.retry > 0 {
+                    s.push_str(&format!(", {} to retry", self.retry));
+                }
+                if self.failed > 0 {
+                    s.push_str(&format!(", {} failed", self.failed));
+                }
+            }
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!(" — {e}"));
+        }
+        s
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A whole job: one report per feed and the job's exit code (that of the
+/// first feed with a problem).
+#[derive(Debug, Default, Serialize)]
+pub struct JobReport {
+    pub feeds: Vec<FeedReport>,
+    #[serde(skip)]
+    pub exit: u8,
+}
+
+impl JobReport {
+    fn push(&mut self, r: FeedReport) {
+        if self.exit == exit::OK && r.exit != exit::OK {
+            self.exit = r.exit;
+        }
+        self.feeds.push(r);
+    }
+
+    /// The run history's summary: one clause per feed.
+    pub fn summary(&self) -> String {
+        self.feeds
+            .iter()
+            .map(|f| f.line(false))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Options of a `sync`.
+#[derive(Debug, Default, Clone)]
+pub struct SyncOptions {
+    pub dry_run: bool,
+    pub allow_deletes: bool,
+    /// Print each queued item (`-v` with `--dry-run`).
+    pub list_items: bool,
+}
+
+/// What the jobs share: config, state, the HTTP agent, and which targets
+/// refused us in this run.
+pub struct Jobs<'a> {
+    pub config: &'a Config,
+    pub state: &'a mut State,
+    secrets: Secrets,
+    agent: Option<ureq::Agent>,
+    /// URL templates that answered 401/403/404/405 in this run.
+    refused: HashSet<String>,
+}
+
+impl<'a> Jobs<'a> {
+    pub fn new(config: &'a Config, state: &'a mut State, secrets: Secrets) -> Jobs<'a> {
+        Jobs {
+            config,
+            state,
+            secrets,
+            agent: None,
+            refused: HashSet::new(),
+        }
+    }
+
+    fn target(&mut self, feed: &Feed) -> Target {
+        let agent = self.agent.get_or_insert_with(crate::target::agent).clone();
+        Target::new(feed.target.clone(), self.secrets.clone(), agent)
+    }
+
+    /// Partial sync: collect each feed, then deliver its pending items
+    /// (immediate mode) or leave them for `send` (legacy mode).
+    pub fn sync(&mut self, feeds: &[&Feed], opts: &SyncOptions) -> Result<JobReport> {
+        let mut job = JobReport::default();
+        for feed in feeds {
+            let mut report = FeedReport::new(&feed.name);
+            let feed_id = self.state.feed_id(&feed.name)?;
+            match self.collect(feed, feed_id, opts, &mut report) {
+                Ok(()) => {
+                    if feed.mode == Mode::Immediate && !opts.dry_run {
+                        let queue = Queue {
+                            feed_id,
+                            statuses: &[status::PENDING],
+                            due: None,
+                        };
+                        self.deliver(feed, &queue, SyncKind::Partial, None, &mut report)?;
+                    }
+                }
+                Err(e @ (Error::State(_) | Error::Locked(_))) => return Err(e),
+                Err(e) => report.fail(&e),
+            }
+            if !opts.dry_run {
+                self.state
+                    .finish_feed(feed_id, clock::now_secs(), report.error.as_deref())?;
+            }
+            job.push(report);
+        }
+        Ok(job)
+    }
+
+    /// Reads a feed's source and records its changes, all in one
+    /// transaction; with `dry_run` the transaction is rolled back.
+    fn collect(
+        &mut self,
+        feed: &Feed,
+        feed_id: i64,
+        opts: &SyncOptions,
+        report: &mut FeedReport,
+    ) -> Result<()> {
+        let source = Source::open(feed)?;
+        let mut records = Splitter::new(source.reader, source.format)
+            .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))?;
+        let stored_seed = self.state.feed_info(&feed.name)?.and_then(|f| f.raw_seed);
+        let tx = self.state.write()?;
+        let collected = diff::collect(
+            &tx,
+            feed,
+            feed_id,
+            stored_seed,
+            &mut records,
+            &diff::Options {
+                allow_deletes: opts.allow_deletes,
+                now: clock::now_secs(),
+            },
+        );
+        let collected = match collected {
+            Ok(c) => c,
+            Err(e) => {
+                tx.rollback()?;
+                return Err(e);
+            }
+        };
+        report.collected = collected.records;
+        let queue = Queue {
+            feed_id,
+            statuses: &[status::PENDING],
+            due: None,
+        };
+        let (upserts, deletes) = queue_size(tx.conn(), &queue)?;
+        report.upserts = upserts;
+        report.deletes = deletes;
+        if opts.dry_run {
+            if opts.list_items {
+                print_queue(tx.conn(), &queue)?;
+            }
+            tx.rollback()?;
+        } else {
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a feed's queue in batches until it is empty, a batch must be
+    /// retried later, or the target refuses us.
+    fn deliver(
+        &mut self,
+        feed: &Feed,
+        queue: &Queue<'_>,
+        kind: SyncKind,
+        nonce: Option<u64>,
+        report: &mut FeedReport,
+    ) -> Result<()> {
+        if self.refused.contains(&feed.target.url_template) {
+            report.fail(&Error::TargetRefused(
+                "the target refused an earlier feed in this run; items stay pending".into(),
+            ));
+            return Ok(());
+        }
+        let target = self.target(feed);
+        let mut after = 0;
+        loop {
+            let batch = self.state.queue(queue, after, feed.target.batch_size)?;
+            let Some(last) = batch.last() else {
+                break;
+            };
+            after = last.rowid;
+            let send = Send {
+                feed,
+                target: &target,
+                kind,
+                nonce,
+            };
+            match send.part(self.state, &batch, report)? {
+                Flow::Continue => {}
+                Flow::StopFeed => break,
+                Flow::Refused(error) => {
+                    self.refused.insert(feed.target.url_template.clone());
+                    report.fail(&Error::TargetRefused(format!(
+                        "{error}; items stay pending"
+                    )));
+                    break;
+                }
+            }
+        }
+        if report.exit == exit::OK && report.retry + report.failed > 0 {
+            report.exit = exit::ITEMS_FAILED;
+        }
+        Ok(())
+    }
+}
+
+/// What to do after a batch.
+enum Flow {
+    Continue,
+    /// A retryable failure: no more batches for this feed in this run.
+    StopFeed,
+    /// The target refused us as a client.
+    Refused(String),
+}
+
+struct Send<'a> {
+    feed: &'a Feed,
+    target: &'a Target,
+    kind: SyncKind,
+    nonce: Option<u64>,
+}
+
+impl Send<'_> {
+    /// Sends `items` and records the outcome; splits the batch on 413 and
+    /// on other 4xx answers until the offending items stand alone.
+    fn part(&self, state: &mut State, items: &[OutItem], report: &mut FeedReport) -> Result<Flow> {
+        let response = self
+            .target
+            .send(&self.feed.name, self.kind, items, self.nonce);
+        let now = clock::now_secs();
+        let keep_data = self.feed.keep_data;
+        match response {
+            Response::Delivered(verdicts) => {
+                let tx = state.write()?;
+                for (i, item) in items.iter().enumerate() {
+                    let outcome = match verdicts.get(i) {
+                        None | Some(Verdict::Ok) => {
+                            report.sent += 1;
+                            Outcome::Sent
+                        }
+                        Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
+                        Some(Verdict::Fail(e)) => {
+                            report.failed += 1;
+                            Outcome::Failed { error: e }
+                        }
+                    };
+                    tx.record(item, &outcome, now, keep_data)?;
+                }
+                tx.commit()?;
+                Ok(Flow::Continue)
+            }
+            Response::Retry { error, retry_after } => {
+                log::warn!("{}: {error}; will retry", self.feed.name);
+                let tx = state.write()?;
+                for item in items {
+                    let outcome = self.retry_outcome(item, &error, retry_after, now, report);
+                    tx.record(item, &outcome, now, keep_data)?;
+                }
+                tx.commit()?;
+                Ok(Flow::StopFeed)
+            }
+            Response::TooLarge { error } | Response::Rejected { error } if items.len() == 1 => {
+                let tx = state.write()?;
+                tx.record(
+                    &items[0],
+                    &Outcome::Failed { error: &error },
+                    now,
+                    keep_data,
+                )?;
+                tx.commit()?;
+                report.failed += 1;
+                Ok(Flow::Continue)
+            }
+            Response::TooLarge { .. } | Response::Rejected { .. } => {
+                let (left, right) = items.split_at(items.len() / 2);
+                match self.part(state, left, report)? {
+                    Flow::Continue => self.part(state, right, report),
+                    stop => Ok(stop),
+                }
+            }
+            Response::Refused { error } => Ok(Flow::Refused(error)),
+        }
+    }
+
+    /// `retry` with backoff, or `failed` once `max_attempts` is used up.
+    fn retry_outcome<'e>(
+        &self,
+        item: &OutItem,
+        error: &'e str,
+        retry_after: Option<i64>,
+        now: i64,
+        report: &mut FeedReport,
+    ) -> Outcome<'e> {
+        let t = &self.feed.target;
+        let attempts = item.attempts + 1;
+        if t.max_attempts > 0 && attempts >= t.max_attempts {
+            report.failed += 1;
+            return Outcome::Failed { error };
+        }
+        report.retry += 1;
+        let wait = backoff(t.retry_base_secs, t.retry_max_secs, attempts, &item.id)
+            .max(retry_after.unwrap_or(0));
+        Outcome::Retry {
+            error,
+            next_attempt_at: now + wait,
+        }
+    }
+}
+
+/// `base · 2^(attempts−1)`, capped at `max`, plus up to 10% jitter so
+/// retries of many items do not arrive at once.
+pub fn backoff(base: u64, max: u64, attempts: u32, salt: &str) -> i64 {
+    let exp = attempts.saturating_sub(1).min(40);
+    let wait = base.saturating_mul(1u64 << exp).min(max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let r = xxhash_rust::xxh3::xxh3_64_with_seed(salt.as_bytes(), nanos as u64);
+    let jitter = if wait >= 10 { r % (wait / 10 + 1) } else { 0 };
+    (wait + jitter) as i64
+}
+
+fn queue_size(conn: &rusqlite::Connection, q: &Queue<'_>) -> Result<(u64, u64)> {
+    crate::state::queue_size(conn, q)
+}
+
+fn print_queue(conn: &rusqlite::Connection, q: &Queue<'_>) -> Result<()> {
+    for (id, deleted) in crate::state::queue_ids(conn, q)? {
+        println!("{} {id}", if deleted { "delete" } else { "upsert" });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        for (attempts, base) in [(1, 60), (2, 120), (3, 240), (7, 3600), (30, 3600)] {
+            let w = backoff(60, 3600, attempts, "x") as u64;
+            assert!(w >= base && w <= base + base / 10, "{attempts}: {w}");
+        }
+    }
+}
