@@ -6,13 +6,14 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, ItemsArgs, StatusArgs, SyncArgs};
+use crate::cli::{Cli, Command, DeliverArgs, ItemsArgs, RunsArgs, StatusArgs, SyncArgs};
 use crate::clock;
 use crate::config::{self, Config, Secrets};
 use crate::error::{Error, exit};
 use crate::report;
 use crate::state::{self, ItemFilter, State};
 use crate::sync::{JobReport, Jobs, SyncOptions};
+use crate::target::SyncKind;
 
 /// How chatty to be, from `-v`/`-q` and whether stderr is a terminal.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +73,10 @@ fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<u8> {
     let config = Config::load(&config::locate(cli.config.as_deref()))?;
     match &cli.command {
         Command::Sync(args) => sync(&config, args, out),
+        Command::Retry(args) => deliver(&config, args, SyncKind::Retry, out),
+        Command::Send(args) => deliver(&config, args, SyncKind::Send, out),
         Command::Status(args) => status(&config, args),
+        Command::Runs(args) => runs(&config, args),
         Command::Items(args) => items(&config, args),
     }
 }
@@ -122,6 +126,17 @@ fn sync(config: &Config, args: &SyncArgs, out: Output) -> anyhow::Result<u8> {
         })?
     };
     print_job(&report, args.json, args.dry_run, out)?;
+    Ok(report.exit)
+}
+
+fn deliver(config: &Config, args: &DeliverArgs, kind: SyncKind, out: Output) -> anyhow::Result<u8> {
+    let feeds = config.select_feeds(&args.select.feeds)?;
+    let secrets = config::read_secrets(&config.secrets)?;
+    let (_lock, mut state) = open_for_writing(config)?;
+    let report = recorded(&mut state, kind.as_str(), |state| {
+        Jobs::new(config, state, secrets).deliver_stored(&feeds, kind)
+    })?;
+    print_job(&report, args.json, false, out)?;
     Ok(report.exit)
 }
 
@@ -175,6 +190,20 @@ fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<u8> {
         );
     } else {
         print!("{}", report::items_text(&rows));
+    }
+    Ok(exit::OK)
+}
+
+fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<u8> {
+    let state = State::open_or_empty(&config.state)?;
+    let runs = state.runs(args.limit)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::runs_json(&runs))?
+        );
+    } else {
+        print!("{}", report::runs_text(&runs));
     }
     Ok(exit::OK)
 }

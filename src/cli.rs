@@ -34,10 +34,16 @@ pub struct Cli {
 pub enum Command {
     /// Partial sync: read each feed's source, send what changed
     Sync(SyncArgs),
+    /// Resend `retry` items whose time has come
+    Retry(DeliverArgs),
+    /// Deliver `pending` items without reading sources (legacy mode's second half)
+    Send(DeliverArgs),
     /// Per-feed counts, last runs, health
     Status(StatusArgs),
     /// Per-item detail of one feed
     Items(ItemsArgs),
+    /// Run history, newest first
+    Runs(RunsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +88,22 @@ pub struct ItemsArgs {
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
     #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    #[command(flatten)]
+    pub select: FeedSelection,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
     #[arg(long)]
     pub json: bool,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::error::Result;
-use crate::state::{Counts, ItemFilter, ItemRow, State};
+use crate::state::{Counts, ItemFilter, ItemRow, RunRow, State};
 
 #[derive(Debug, Serialize)]
 pub struct FeedStatus {
@@ -158,6 +158,45 @@ pub fn items_text(rows: &[ItemRow]) -> String {
         return "no items\n".into();
     }
     table(&table_rows, 2)
+}
+
+pub fn runs_json(rows: &[RunRow]) -> Value {
+    let runs: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "job": r.job,
+                "started_at": rfc3339(r.started_at),
+                "finished_at": r.finished_at.map(rfc3339),
+                "exit_code": r.exit_code,
+                "summary": r.summary,
+            })
+        })
+        .collect();
+    json!({ "runs": runs })
+}
+
+pub fn runs_text(rows: &[RunRow]) -> String {
+    if rows.is_empty() {
+        return "no runs yet\n".into();
+    }
+    let mut t = vec![vec![
+        "STARTED".to_string(),
+        "JOB".into(),
+        "EXIT".into(),
+        "SUMMARY".into(),
+    ]];
+    for r in rows {
+        t.push(vec![
+            rfc3339(r.started_at),
+            r.job.clone(),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "running".into()),
+            r.summary.clone().unwrap_or_default(),
+        ]);
+    }
+    table(&t, 2)
 }
 
 /// Left-aligned text columns; numbers right-aligned.

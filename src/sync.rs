@@ -17,7 +17,7 @@ use crate::diff;
 use crate::error::{Error, Result, exit};
 use crate::format::Splitter;
 use crate::source::Source;
-use crate::state::{OutItem, Outcome, Queue, State, status};
+use crate::state::{OutItem, Outcome, Queue, State, queue_size, status};
 use crate::target::{Response, SyncKind, Target, Verdict};
 
 /// How one feed fared in one job; also the `--json` document's entries.
@@ -62,16 +62,18 @@ impl FeedReport {
         if self.upserts + self.deletes == 0 {
             s.push_str("nothing to send");
         } else {
-            let verb = if dry_run { "would send" } else { "to send" };
+            if dry_run {
+                s.push_str("would send ");
+            }
             s.push_str(&format!(
-                "{verb} {} upsert{}, {} delete{}",
+                "{} upsert{}, {} delete{}",
                 self.upserts,
                 plural(self.upserts),
                 self.deletes,
                 plural(self.deletes)
             ));
             if !dry_run {
-                s.push_str(&format!("; {} sent", self.sent));
+                s.push_str(&format!(", {} sent", self.sent));
                 if self.retry > 0 {
                     s.push_str(&format!(", {} to retry", self.retry));
                 }
@@ -179,6 +181,31 @@ impl<'a> Jobs<'a> {
                 self.state
                     .finish_feed(feed_id, clock::now_secs(), report.error.as_deref())?;
             }
+            job.push(report);
+        }
+        Ok(job)
+    }
+
+    /// `send` and `retry`: deliver a queue of stored items, reading no
+    /// source. `retry` takes the `retry` items whose time has come.
+    pub fn deliver_stored(&mut self, feeds: &[&Feed], kind: SyncKind) -> Result<JobReport> {
+        let (statuses, due): (&[&str], _) = match kind {
+            SyncKind::Retry => (&[status::RETRY], Some(clock::now_secs())),
+            _ => (&[status::PENDING], None),
+        };
+        let mut job = JobReport::default();
+        for feed in feeds {
+            let mut report = FeedReport::new(&feed.name);
+            let feed_id = self.state.feed_id(&feed.name)?;
+            let queue = Queue {
+                feed_id,
+                statuses,
+                due,
+            };
+            (report.upserts, report.deletes) = queue_size(self.state.conn(), &queue)?;
+            self.deliver(feed, &queue, kind, None, &mut report)?;
+            self.state
+                .finish_feed(feed_id, clock::now_secs(), report.error.as_deref())?;
             job.push(report);
         }
         Ok(job)
@@ -400,10 +427,6 @@ pub fn backoff(base: u64, max: u64, attempts: u32, salt: &str) -> i64 {
     let r = xxhash_rust::xxh3::xxh3_64_with_seed(salt.as_bytes(), nanos as u64);
     let jitter = if wait >= 10 { r % (wait / 10 + 1) } else { 0 };
     (wait + jitter) as i64
-}
-
-fn queue_size(conn: &rusqlite::Connection, q: &Queue<'_>) -> Result<(u64, u64)> {
-    crate::state::queue_size(conn, q)
 }
 
 fn print_queue(conn: &rusqlite::Connection, q: &Queue<'_>) -> Result<()> {

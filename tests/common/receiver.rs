@@ -179,8 +179,11 @@ impl Receiver {
         self.shared.state().requests.clone()
     }
 
+    /// Forgets the requests and delivered items so far; the catalog stays.
     pub fn clear_requests(&self) {
-        self.shared.state().requests.clear();
+        let mut st = self.shared.state();
+        st.requests.clear();
+        st.delivered.clear();
     }
 
     pub fn request_count(&self) -> usize {
