@@ -603,3 +603,42 @@ fn signing_and_credentials_come_from_the_environment() {
     let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     assert_eq!(r.header("x-feedsync-signature"), Some(want.as_str()));
 }
+
+#[test]
+fn one_bad_feed_does_not_stop_the_others() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\n\
+         [[feeds]]\nname = \"a\"\nsource = \"a.ndjson\"\nkey = [\"sku\"]\n\
+         [[feeds]]\nname = \"b\"\nsource = \"missing.ndjson\"\nkey = [\"sku\"]\n\
+         [[feeds]]\nname = \"c\"\nsource = \"c.csv\"\nkey = [\"sku\"]\n",
+        receiver.url("/{feed}")
+    ));
+    env.write("a.ndjson", "{\"sku\":\"A1\"}\n");
+    env.write("c.csv", "sku,name\nC1,\"multi\nline\"\n");
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("missing.ndjson"), "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["feeds"][0]["sent"], 1);
+    assert!(doc["feeds"][1]["error"].is_string());
+    assert_eq!(doc["feeds"][2]["sent"], 1);
+    assert_eq!(receiver.catalog("c")["C1"]["name"], "multi\nline");
+
+    // --feed picks feeds; an unknown one is a usage error.
+    env.write("a.ndjson", "{\"sku\":\"A1\"}\n{\"sku\":\"A2\"}\n");
+    env.write("c.csv", "sku,name\nC1,x\n");
+    let run = env.run(&["sync", "--feed", "a", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["feeds"].as_array().unwrap().len(), 1);
+    assert_eq!(receiver.catalog("c")["C1"]["name"], "multi\nline");
+    env.run(&["sync", "--feed", "zzz"]).assert_code(2);
+
+    let runs = env.run(&["runs", "--json"]).json();
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "the refused run left no record");
+    assert_eq!(runs[0]["job"], "sync");
+    assert_eq!(runs[0]["exit_code"], 0);
+    assert_eq!(runs[1]["exit_code"], 3);
+}
