@@ -62,6 +62,12 @@ fn init_logging(verbosity: i8) {
         b.parse_filters(&spec);
     }
     b.format(|buf, record| {
+        // ureq and rustls log raw wire bytes, credentials included, at
+        // trace level; secrets must never reach the logs, whatever RUST_LOG says.
+        let target = record.target();
+        if record.level() == log::Level::Trace && !target.starts_with(env!("CARGO_CRATE_NAME")) {
+            return Ok(());
+        }
         let level = record.level().as_str().to_ascii_lowercase();
         writeln!(buf, "feedsync: {level}: {}", record.args())
     });

@@ -164,6 +164,11 @@ impl Receiver {
         self.addr
     }
 
+    /// How many TCP connections were accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.next_conn.load(Ordering::SeqCst)
+    }
+
     /// Sets the behaviour for all following requests (after the queue).
     pub fn set(&self, behavior: Behavior) {
         self.shared.state().default = behavior;

@@ -1,0 +1,401 @@
+//! Delivery against a receiver that misbehaves on demand: every row of
+//! DESIGN.md's response table, backoff and Retry-After, give-up after
+//! max_attempts, bisection, timeouts, and secrets kept out of logs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const NOW: &str = "2026-11-29T12:00:00Z";
+const NOW_SECS: i64 = 1_795_953_600;
+
+/// `n` items A0..A(n-1) in an NDJSON export.
+fn items(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"sku\":\"A{i}\",\"price\":{i}}}\n"))
+        .collect()
+}
+
+fn setup(receiver: &Receiver, n: usize, extra: &str) -> Env {
+    let mut env = Env::new();
+    // Batches of 10 unless `extra` says otherwise; retry timing as configured.
+    let batch = if extra.contains("batch_size") {
+        ""
+    } else {
+        "batch_size = 10\n"
+    };
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\n{batch}{extra}\n\
+         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        receiver.url("/{feed}")
+    ));
+    env.write("p.ndjson", &items(n));
+    env.set_env("FEEDSYNC_NOW", NOW);
+    env
+}
+
+/// (status, attempts, error, next_attempt_at) of one item.
+fn item(env: &Env, id: &str) -> (String, i64, Option<String>, Option<i64>) {
+    env.db()
+        .query_row(
+            "SELECT status, attempts, error, next_attempt_at FROM items WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap()
+}
+
+fn count(env: &Env, status: &str) -> usize {
+    env.statuses("p").values().filter(|s| *s == status).count()
+}
+
+#[test]
+fn per_item_results_in_a_2xx() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 5, "");
+    receiver.push(Behavior::Results(vec![
+        json!({"id": "A1", "ok": false, "retryable": false, "error": "price must be positive"}),
+        json!({"id": "A2", "ok": false, "retryable": true, "error": "index busy"}),
+        json!({"id": "A3", "ok": true}),
+    ]));
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(1);
+    let f = &run.json()["feeds"][0];
+    assert_eq!(
+        (
+            f["sent"].as_u64(),
+            f["retry"].as_u64(),
+            f["failed"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1))
+    );
+    assert_eq!(item(&env, "A1").0, "failed");
+    assert_eq!(
+        item(&env, "A1").2.as_deref(),
+        Some("price must be positive")
+    );
+    assert_eq!(item(&env, "A2").0, "retry");
+    assert_eq!(item(&env, "A2").2.as_deref(), Some("index busy"));
+    for id in ["A0", "A3", "A4"] {
+        assert_eq!(
+            item(&env, id).0,
+            "sent",
+            "{id}: unlisted or ok means acknowledged"
+        );
+    }
+}
+
+#[test]
+fn retryable_statuses_back_off_and_stop_the_feed() {
+    for status in [408, 425, 429, 500, 502, 503] {
+        let receiver = Receiver::start();
+        let env = setup(&receiver, 25, "");
+        receiver.push(Behavior::Status(status, "busy".into()));
+        let run = env.run(&["sync"]);
+        run.assert_code(1);
+        assert_eq!(
+            receiver.request_count(),
+            1,
+            "{status}: no more batches in this run"
+        );
+        assert_eq!(count(&env, "retry"), 10, "{status}");
+        assert_eq!(count(&env, "pending"), 15, "{status}");
+        let (_, attempts, error, next) = item(&env, "A0");
+        assert_eq!(attempts, 1);
+        assert!(error.unwrap().contains(&status.to_string()));
+        let wait = next.unwrap() - NOW_SECS;
+        assert!(
+            (60..=66).contains(&wait),
+            "{status}: base backoff plus jitter, got {wait}"
+        );
+    }
+}
+
+#[test]
+fn backoff_doubles_per_attempt_up_to_the_cap() {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 1, "retry_base_secs = 100\nretry_max_secs = 300");
+    receiver.set(Behavior::Status(503, String::new()));
+    env.run(&["sync"]).assert_code(1);
+    let mut now = NOW_SECS;
+    for want in [100, 200, 300, 300] {
+        let (_, _, _, next) = item(&env, "A0");
+        let wait = next.unwrap() - now;
+        assert!(
+            (want..=want + want / 10).contains(&wait),
+            "want ~{want}, got {wait}"
+        );
+        now = next.unwrap();
+        let at = chrono::DateTime::from_timestamp(now, 0)
+            .unwrap()
+            .to_rfc3339();
+        env.set_env("FEEDSYNC_NOW", &at);
+        env.run(&["retry"]).assert_code(1);
+    }
+}
+
+#[test]
+fn retry_after_in_seconds_and_as_a_date_wins_when_later() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 1, "");
+    receiver.push(Behavior::RetryAfter(429, "900".into()));
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(item(&env, "A0").3, Some(NOW_SECS + 900));
+
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 1, "");
+    receiver.push(Behavior::RetryAfter(
+        503,
+        "Sun, 29 Nov 2026 14:00:00 GMT".into(),
+    ));
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(item(&env, "A0").3, Some(NOW_SECS + 7200));
+
+    // Shorter than the backoff: the backoff stands.
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 1, "");
+    receiver.push(Behavior::RetryAfter(429, "1".into()));
+    env.run(&["sync"]).assert_code(1);
+    assert!(item(&env, "A0").3.unwrap() - NOW_SECS >= 60);
+}
+
+#[test]
+fn retry_sends_only_due_items_and_max_attempts_gives_up() {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 3, "max_attempts = 2");
+    receiver.push(Behavior::Status(500, "down".into()));
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(count(&env, "retry"), 3);
+
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.request_count(), 1, "not due: nothing sent");
+
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T13:00:00Z");
+    receiver.push(Behavior::Status(500, "still down".into()));
+    let run = env.run(&["retry", "--json"]);
+    run.assert_code(1);
+    assert_eq!(run.json()["feeds"][0]["failed"], 3);
+    let (status, attempts, error, _) = item(&env, "A0");
+    assert_eq!((status.as_str(), attempts), ("failed", 2));
+    assert!(error.unwrap().contains("still down"));
+
+    // A failed item is not sent again until its data changes.
+    env.set_env("FEEDSYNC_NOW", "2026-11-30T13:00:00Z");
+    env.run(&["retry"]).assert_code(0);
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.request_count(), 2);
+    env.write(
+        "p.ndjson",
+        &items(3).replace("\"price\":1}", "\"price\":11}"),
+    );
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").keys().collect::<Vec<_>>(), vec!["A1"]);
+    assert_eq!(item(&env, "A1"), ("sent".into(), 0, None, None));
+    assert_eq!(item(&env, "A0").0, "failed");
+}
+
+#[test]
+fn a_413_splits_the_batch_and_a_lone_item_fails() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 10, "");
+    receiver.set(Behavior::TooLargeAbove(3));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 10);
+    assert!(receiver.requests().iter().any(|r| r.items().len() == 10));
+
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 2, "");
+    receiver.set(Behavior::TooLargeAbove(0));
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(count(&env, "failed"), 2);
+    assert!(item(&env, "A0").2.unwrap().contains("413"));
+}
+
+#[test]
+fn bisection_isolates_the_one_rejected_item_in_500() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 500, "batch_size = 500");
+    receiver.set(Behavior::RejectIds(vec!["A377".into()]));
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(1);
+    let f = &run.json()["feeds"][0];
+    assert_eq!(
+        (f["sent"].as_u64(), f["failed"].as_u64()),
+        (Some(499), Some(1))
+    );
+    assert_eq!(count(&env, "failed"), 1);
+    let (status, _, error, _) = item(&env, "A377");
+    assert_eq!(status, "failed");
+    assert_eq!(
+        error.as_deref(),
+        Some("{\"error\":\"rejected A377\"}"),
+        "the body is the error"
+    );
+    assert_eq!(receiver.catalog("p").len(), 499);
+    assert!(
+        receiver.request_count() <= 2 * 9 + 1,
+        "halving, not one by one"
+    );
+}
+
+#[test]
+fn refusals_stop_every_feed_on_that_target_and_keep_items_pending() {
+    for status in [401, 403, 404, 405] {
+        let receiver = Receiver::start();
+        let other = Receiver::start();
+        let env = Env::new();
+        env.config(&format!(
+            "[target]\nurl = \"{}\"\n\
+             [[feeds]]\nname = \"a\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n\
+             [[feeds]]\nname = \"b\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n\
+             [[feeds]]\nname = \"c\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nurl = \"{}\"\n",
+            receiver.url("/{feed}"),
+            other.url("/{feed}")
+        ));
+        env.write("p.ndjson", &items(3));
+        receiver.set(Behavior::Status(status, "go away".into()));
+        let run = env.run(&["sync"]);
+        run.assert_code(4);
+        assert!(run.stderr.contains(&status.to_string()), "{}", run.stderr);
+        assert_eq!(receiver.request_count(), 1, "{status}: feed b is not tried");
+        assert_eq!(
+            other.catalog("c").len(),
+            3,
+            "another target still gets its feed"
+        );
+        for feed in ["a", "b"] {
+            assert!(
+                env.statuses(feed).values().all(|s| s == "pending"),
+                "{status} {feed}"
+            );
+        }
+        receiver.set(Behavior::Ok);
+        env.run(&["sync"]).assert_code(0);
+        assert_eq!(receiver.catalog("a").len(), 3);
+        assert_eq!(receiver.catalog("b").len(), 3);
+    }
+}
+
+#[test]
+fn timeouts_and_dead_receivers_are_retried_in_bounded_time() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 3, "timeout_secs = 1");
+    receiver.push(Behavior::Hang(Duration::from_secs(20)));
+    let started = Instant::now();
+    let run = env.run(&["sync"]);
+    run.assert_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(item(&env, "A0").2.unwrap().contains("timed out"));
+    assert_eq!(count(&env, "retry"), 3);
+
+    receiver.push(Behavior::Close);
+    let env = setup(&receiver, 3, "timeout_secs = 5");
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(count(&env, "retry"), 3);
+
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::new();
+    env.config(&format!(
+        "[target]\nurl = \"http://127.0.0.1:{port}/x\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n"
+    ));
+    env.write("p.ndjson", &items(2));
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(count(&env, "retry"), 2);
+}
+
+#[test]
+fn one_connection_serves_many_batches() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 100, "");
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.request_count(), 10);
+    assert_eq!(receiver.connections(), 1);
+}
+
+#[test]
+fn idempotency_key_is_stable_across_a_retry() {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 3, "");
+    receiver.push(Behavior::Status(500, String::new()));
+    env.run(&["sync"]).assert_code(1);
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T14:00:00Z");
+    env.run(&["retry"]).assert_code(0);
+    let r = receiver.requests();
+    assert_eq!(r[0].body["sync"], "partial");
+    assert_eq!(r[1].body["sync"], "retry");
+    assert_eq!(
+        r[0].header("idempotency-key"),
+        r[1].header("idempotency-key")
+    );
+}
+
+#[test]
+fn secrets_never_reach_logs_or_the_state_file() {
+    let receiver = Receiver::start();
+    let mut env = Env::new();
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\ntoken_env = \"T\"\napi_key_env = \"K\"\nsigning_secret_env = \"S\"\n\
+         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        receiver.url("/{feed}")
+    ));
+    env.write("p.ndjson", &items(20));
+    let secrets = ["tok-SECRET-1a2b", "key-SECRET-3c4d", "sig-SECRET-5e6f"];
+    env.set_env("T", secrets[0]);
+    env.set_env("K", secrets[1]);
+    env.set_env("S", secrets[2]);
+    env.set_env("RUST_LOG", "trace");
+    receiver.push(Behavior::Status(401, "bad token".into()));
+    let refused = env.run(&["sync", "-vv"]);
+    refused.assert_code(4);
+    receiver.push(Behavior::Status(500, "oops".into()));
+    let failed = env.run(&["sync", "-vv"]);
+    let ok = env.run(&["sync", "-vv"]);
+    let logs = format!("{}{}{}", refused.stderr, failed.stderr, ok.stderr);
+    assert!(logs.contains("401"), "the logs say something: {logs}");
+    let state = std::fs::read(env.state_path()).unwrap();
+    for s in secrets {
+        assert!(!logs.contains(s), "{s} in the logs");
+        assert!(
+            !state.windows(s.len()).any(|w| w == s.as_bytes()),
+            "{s} in the state file"
+        );
+    }
+    let auth = receiver.requests()[0]
+        .header("authorization")
+        .map(String::from);
+    assert_eq!(auth.as_deref(), Some("Bearer tok-SECRET-1a2b"));
+}
+
+#[test]
+fn a_file_target_that_cannot_be_written_is_retried() {
+    let mut env = Env::new();
+    env.config(
+        "[target]\nurl = \"file:blocked/out.ndjson\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+    );
+    env.write("p.ndjson", &items(2));
+    env.write("blocked", "a file where a folder should be");
+    env.set_env("FEEDSYNC_NOW", NOW);
+    let run = env.run(&["sync"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("blocked/out.ndjson"), "{}", run.stderr);
+    assert_eq!(count(&env, "retry"), 2);
+    std::fs::remove_file(env.path("blocked")).unwrap();
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T14:00:00Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(count(&env, "sent"), 2);
+    let text = std::fs::read_to_string(env.path("blocked/out.ndjson")).unwrap();
+    let batch: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(batch["sync"], "retry");
+}
