@@ -6,13 +6,14 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, DeliverArgs, ItemsArgs, RunsArgs, StatusArgs, SyncArgs};
+use crate::cli::{Cli, Command, ItemsArgs, ResyncArgs, RunsArgs, StatusArgs, SyncArgs};
 use crate::clock;
-use crate::config::{self, Config, Secrets};
+use crate::config::{self, Config, Feed, Secrets};
 use crate::error::{Error, exit};
 use crate::report;
+use crate::schedule;
 use crate::state::{self, ItemFilter, State};
-use crate::sync::{JobReport, Jobs, SyncOptions};
+use crate::sync::{JobReport, Jobs, Plan};
 use crate::target::SyncKind;
 
 /// How chatty to be, from `-v`/`-q` and whether stderr is a terminal.
@@ -78,12 +79,85 @@ fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<u8> {
     clock::init()?;
     let config = Config::load(&config::locate(cli.config.as_deref()))?;
     match &cli.command {
+        Command::Run => run(&config, out),
+        Command::Daemon => daemon(&config, out),
         Command::Sync(args) => sync(&config, args, out),
-        Command::Retry(args) => deliver(&config, args, SyncKind::Retry, out),
-        Command::Send(args) => deliver(&config, args, SyncKind::Send, out),
+        Command::Resync(args) => resync(&config, args, out),
+        Command::Retry(args) => direct(&config, &args.select.feeds, Job::Retry, args.json, out),
+        Command::Send(args) => direct(&config, &args.select.feeds, Job::Send, args.json, out),
+        Command::Cleanup => direct(&config, &[], Job::Cleanup, false, out),
         Command::Status(args) => status(&config, args),
         Command::Runs(args) => runs(&config, args),
         Command::Items(args) => items(&config, args),
+    }
+}
+
+/// A job, as `run`, `daemon` or a direct command starts it.
+enum Job {
+    Sync(Plan),
+    Resync(Plan),
+    Send,
+    Retry,
+    Cleanup,
+}
+
+impl Job {
+    /// The job scheduled under `name` in `[schedule]`.
+    fn scheduled(name: &str) -> Job {
+        match name {
+            "sync" => Job::Sync(Plan::default()),
+            "resync" => Job::Resync(Plan {
+                full: true,
+                ..Plan::default()
+            }),
+            "send" => Job::Send,
+            "retry" => Job::Retry,
+            _ => Job::Cleanup,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Job::Sync(_) => "sync",
+            Job::Resync(_) => "resync",
+            Job::Send => "send",
+            Job::Retry => "retry",
+            Job::Cleanup => "cleanup",
+        }
+    }
+
+    fn dry_run(&self) -> bool {
+        matches!(self, Job::Sync(p) | Job::Resync(p) if p.dry_run)
+    }
+
+    /// Runs the job; every job but a dry run leaves exactly one run record.
+    fn execute(
+        &self,
+        config: &Config,
+        state: &mut State,
+        secrets: &Secrets,
+        feeds: &[&Feed],
+    ) -> anyhow::Result<JobReport> {
+        let work = |state: &mut State| {
+            let mut jobs = Jobs::new(config, state, secrets.clone());
+            match self {
+                Job::Sync(plan) | Job::Resync(plan) => jobs.collect_and_deliver(feeds, plan),
+                Job::Send => jobs.deliver_stored(feeds, SyncKind::Send),
+                Job::Retry => jobs.deliver_stored(feeds, SyncKind::Retry),
+                Job::Cleanup => jobs.cleanup(feeds),
+            }
+        };
+        if self.dry_run() {
+            return Ok(work(state)?);
+        }
+        let run = state.start_run(self.name(), clock::now_secs())?;
+        let result = work(state);
+        let (code, summary) = match &result {
+            Ok(r) => (r.exit, r.summary()),
+            Err(e) => (e.exit_code(), e.to_string()),
+        };
+        state.finish_run(run, clock::now_secs(), code, &summary)?;
+        Ok(result?)
     }
 }
 
@@ -94,56 +168,129 @@ fn open_for_writing(config: &Config) -> anyhow::Result<(state::RunLock, State)> 
     Ok((lock, state))
 }
 
-/// Runs a job under a run record, so every job leaves exactly one.
-fn recorded(
-    state: &mut State,
-    job: &str,
-    work: impl FnOnce(&mut State) -> crate::error::Result<JobReport>,
-) -> anyhow::Result<JobReport> {
-    let run = state.start_run(job, clock::now_secs())?;
-    let result = work(state);
-    let (code, summary) = match &result {
-        Ok(r) => (r.exit, r.summary()),
-        Err(e) => (e.exit_code(), e.to_string()),
+/// A job started by its own command: `sync`, `resync`, `send`, `retry`,
+/// `cleanup`.
+fn direct(
+    config: &Config,
+    feed_names: &[String],
+    job: Job,
+    json: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let feeds = config.select_feeds(feed_names)?;
+    // Only jobs that contact the target need the secrets; a dry run does not.
+    let secrets = match job {
+        Job::Cleanup => Secrets::default(),
+        _ if job.dry_run() => Secrets::default(),
+        _ => config::read_secrets(&config.secrets)?,
     };
-    state.finish_run(run, clock::now_secs(), code, &summary)?;
-    Ok(result?)
+    let (_lock, mut state) = open_for_writing(config)?;
+    let report = job.execute(config, &mut state, &secrets, &feeds)?;
+    print_job(&report, json, job.dry_run(), out)?;
+    Ok(report.exit)
 }
 
 fn sync(config: &Config, args: &SyncArgs, out: Output) -> anyhow::Result<u8> {
-    let feeds = config.select_feeds(&args.select.feeds)?;
-    // A dry run contacts no target, so it needs no secrets.
-    let secrets = if args.dry_run {
-        Secrets::default()
-    } else {
-        config::read_secrets(&config.secrets)?
-    };
-    let (_lock, mut state) = open_for_writing(config)?;
-    let opts = SyncOptions {
+    let plan = Plan {
         dry_run: args.dry_run,
         allow_deletes: args.allow_deletes,
         list_items: args.dry_run && out.verbosity >= 1,
+        ..Plan::default()
     };
-    let report = if args.dry_run {
-        Jobs::new(config, &mut state, secrets).sync(&feeds, &opts)?
-    } else {
-        recorded(&mut state, "sync", |state| {
-            Jobs::new(config, state, secrets).sync(&feeds, &opts)
-        })?
-    };
-    print_job(&report, args.json, args.dry_run, out)?;
-    Ok(report.exit)
+    direct(config, &args.select.feeds, Job::Sync(plan), args.json, out)
 }
 
-fn deliver(config: &Config, args: &DeliverArgs, kind: SyncKind, out: Output) -> anyhow::Result<u8> {
-    let feeds = config.select_feeds(&args.select.feeds)?;
+fn resync(config: &Config, args: &ResyncArgs, out: Output) -> anyhow::Result<u8> {
+    let feed = config.select_feeds(std::slice::from_ref(&args.feed))?[0];
+    if args.no_reindex && !feed.keep_data {
+        return Err(Error::config(format!(
+            "resync --no-reindex needs stored data, and feed `{}` does not keep it; \
+             set keep_data = true (the default for legacy feeds), or resync without --no-reindex",
+            feed.name
+        ))
+        .into());
+    }
+    let plan = Plan {
+        dry_run: args.dry_run,
+        list_items: args.dry_run && out.verbosity >= 1,
+        full: true,
+        force: args.force,
+        ids: (!args.by_ids.is_empty()).then(|| args.by_ids.iter().cloned().collect()),
+        no_reindex: args.no_reindex,
+        cleanup: args.cleanup_feed,
+        batch_size: args.batch_size.map(|n| n as usize),
+        ..Plan::default()
+    };
+    direct(
+        config,
+        std::slice::from_ref(&args.feed),
+        Job::Resync(plan),
+        args.json,
+        out,
+    )
+}
+
+/// The cron entry point: runs the jobs whose schedule is due, in order.
+fn run(config: &Config, out: Output) -> anyhow::Result<u8> {
     let secrets = config::read_secrets(&config.secrets)?;
+    match tick(config, &secrets, out) {
+        // Cron starts `run` every minute; an overlap is normal, not news.
+        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Locked(_))) => Ok(exit::LOCKED),
+        other => other,
+    }
+}
+
+/// One look at the schedule: take the lock, find the due jobs, run them.
+fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
     let (_lock, mut state) = open_for_writing(config)?;
-    let report = recorded(&mut state, kind.as_str(), |state| {
-        Jobs::new(config, state, secrets).deliver_stored(&feeds, kind)
-    })?;
-    print_job(&report, args.json, false, out)?;
-    Ok(report.exit)
+    let now = clock::now();
+    let last = state
+        .meta(SCHEDULE_CHECKED)?
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+    let due = schedule::due(config.schedule.iter().map(|s| (s.job, &s.cron)), last, now);
+    state.set_meta(SCHEDULE_CHECKED, &now.timestamp().to_string())?;
+    let feeds: Vec<&Feed> = config.feeds.iter().collect();
+    let mut code = exit::OK;
+    for name in due {
+        if crate::stop::requested() {
+            break;
+        }
+        let report = Job::scheduled(name).execute(config, &mut state, secrets, &feeds)?;
+        print_job(&report, false, false, out)?;
+        if code == exit::OK {
+            code = report.exit;
+        }
+    }
+    Ok(code)
+}
+
+/// When `run` last looked at the schedule (unix seconds).
+const SCHEDULE_CHECKED: &str = "schedule_checked_at";
+
+/// `run` every minute in-process until SIGTERM or SIGINT, which let the
+/// batch in flight finish.
+fn daemon(config: &Config, out: Output) -> anyhow::Result<u8> {
+    let secrets = config::read_secrets(&config.secrets)?;
+    crate::stop::install().context("installing signal handlers")?;
+    log::info!("daemon started; running due jobs every minute");
+    while !crate::stop::requested() {
+        match tick(config, &secrets, out) {
+            Ok(_) => {}
+            Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Locked(_))) => {
+                log::debug!("another run holds the lock; skipping this minute");
+            }
+            Err(e) => log::error!("{e:#}"),
+        }
+        // Sleep to the next minute, waking often enough to notice a signal.
+        let wait = 60 - clock::wall_secs() % 60;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(wait as u64);
+        while !crate::stop::requested() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    log::info!("daemon stopped");
+    Ok(exit::OK)
 }
 
 /// Prints a job's outcome: the JSON document, or per-feed summaries when

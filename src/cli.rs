@@ -32,8 +32,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The cron entry point: run every job whose schedule is due now
+    Run,
     /// Partial sync: read each feed's source, send what changed
     Sync(SyncArgs),
+    /// Full sync of one feed: re-read the source and send every undelivered item
+    Resync(ResyncArgs),
     /// Resend `retry` items whose time has come
     Retry(DeliverArgs),
     /// Deliver `pending` items without reading sources (legacy mode's second half)
@@ -44,6 +48,10 @@ pub enum Command {
     Items(ItemsArgs),
     /// Run history, newest first
     Runs(RunsArgs),
+    /// Drop tombstones delivered more than `tombstone_days` ago
+    Cleanup,
+    /// Run due jobs every minute in-process, until SIGTERM or SIGINT
+    Daemon,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +113,32 @@ pub struct DeliverArgs {
 pub struct RunsArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResyncArgs {
+    #[arg(long, value_name = "F")]
+    pub feed: String,
+    /// Send exactly these items (ids as `items` shows them), skipping the hash check
+    #[arg(long, value_name = "A,B,…", value_delimiter = ',')]
+    pub by_ids: Vec<String>,
+    /// Send every item the source has, not only the changed ones
+    #[arg(long)]
+    pub force: bool,
+    /// Resend stored data without reading the source (needs keep_data)
+    #[arg(long, conflicts_with = "cleanup_feed")]
+    pub no_reindex: bool,
+    /// Forget the feed's state first (deletions made meanwhile go unnoticed)
+    #[arg(long)]
+    pub cleanup_feed: bool,
+    /// Send nothing and change nothing; print what would be sent
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Items per batch for this run
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
     #[arg(long)]
     pub json: bool,
 }

@@ -46,3 +46,9 @@ pub fn rfc3339(secs: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
+
+/// The real wall clock in unix seconds, for pacing the daemon's sleep (a
+/// frozen `FEEDSYNC_NOW` must not freeze the loop).
+pub fn wall_secs() -> i64 {
+    Utc::now().timestamp()
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::schedule::Cron;
 
 /// Where the config comes from: `--config`, then `$FEEDSYNC_CONFIG`, then
 /// `./feedsync.toml`.
@@ -304,13 +305,12 @@ pub struct Feed {
     pub target: TargetSettings,
 }
 
+/// One `[schedule]` line: a job and when it runs.
 #[derive(Debug, Clone)]
-pub struct Schedule {
-    pub sync: String,
-    pub retry: String,
-    pub send: String,
-    pub cleanup: String,
-    pub resync: Option<String>,
+pub struct Scheduled {
+    pub job: &'static str,
+    pub line: String,
+    pub cron: Cron,
 }
 
 #[derive(Debug, Clone)]
@@ -319,7 +319,8 @@ pub struct Config {
     pub state: PathBuf,
     pub tombstone_days: u32,
     pub secrets: SecretNames,
-    pub schedule: Schedule,
+    /// The scheduled jobs, in `run` order.
+    pub schedule: Vec<Scheduled>,
     pub log_file: Option<PathBuf>,
     pub report_file: Option<PathBuf>,
     pub feeds: Vec<Feed>,
@@ -432,13 +433,20 @@ impl Resolver<'_> {
             }
             feeds.push(feed);
         }
-        let schedule = Schedule {
-            sync: raw.schedule.sync,
-            retry: raw.schedule.retry,
-            send: raw.schedule.send,
-            cleanup: raw.schedule.cleanup,
-            resync: raw.schedule.resync,
-        };
+        let s = raw.schedule;
+        let mut schedule = Vec::new();
+        for (job, line) in [
+            ("sync", Some(s.sync)),
+            ("send", Some(s.send)),
+            ("retry", Some(s.retry)),
+            ("resync", s.resync),
+            ("cleanup", Some(s.cleanup)),
+        ] {
+            let Some(line) = line else { continue };
+            let cron = Cron::parse(&line)
+                .map_err(|e| self.err(format!("`schedule.{job}` = {line:?}: {e}")))?;
+            schedule.push(Scheduled { job, line, cron });
+        }
         Ok(Config {
             path: self.file.to_path_buf(),
             state: self.path(&raw.state),
@@ -740,7 +748,10 @@ key = ["sku"]
         );
         assert!(f.target.gzip);
         assert!(!f.keep_data);
-        assert_eq!(c.schedule.sync, "* * * * *");
+        let jobs: Vec<&str> = c.schedule.iter().map(|s| s.job).collect();
+        assert_eq!(jobs, ["sync", "send", "retry", "cleanup"]);
+        let e = parse(&format!("[schedule]\nsync = \"61 * * * *\"\n{MINIMAL}")).unwrap_err();
+        assert!(e.to_string().contains("schedule.sync"), "{e}");
     }
 
     #[test]

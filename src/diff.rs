@@ -11,7 +11,7 @@
 //! it returns Ok, so a bad record or a tripped guard leaves the state as it
 //! was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -31,9 +31,14 @@ pub struct Collected {
     pub deleted: u64,
 }
 
-pub struct Options {
+pub struct Options<'a> {
     pub allow_deletes: bool,
     pub now: i64,
+    /// Queue every item read, changed or not (`resync --force`).
+    pub force: bool,
+    /// Only these ids, each queued whatever its hash (`resync --by-ids`);
+    /// no deletions are inferred for the others.
+    pub ids: Option<&'a HashSet<String>>,
 }
 
 /// Reads every record of `records` and brings the feed's items up to date.
@@ -43,7 +48,7 @@ pub fn collect(
     feed_id: i64,
     stored_seed: Option<i64>,
     records: &mut Splitter,
-    opts: &Options,
+    opts: &Options<'_>,
 ) -> Result<Collected> {
     let rules = Rules::new(feed);
     let decoder = records.decoder();
@@ -53,8 +58,10 @@ pub fn collect(
         xxh3_64(&f)
     };
     let slots = tx.slots(feed_id)?;
-    // Raw hashes are only comparable under the same seed.
-    let by_raw: HashMap<u128, u32> = if stored_seed == Some(seed as i64) {
+    // Raw hashes are only comparable under the same seed, and only worth
+    // looking up when an unchanged record may be skipped.
+    let skip_unchanged = !opts.force && opts.ids.is_none();
+    let by_raw: HashMap<u128, u32> = if skip_unchanged && stored_seed == Some(seed as i64) {
         slots
             .iter()
             .enumerate()
@@ -77,6 +84,7 @@ pub fn collect(
     };
 
     let mut out = Collected::default();
+    let mut found: HashSet<String> = HashSet::new();
     loop {
         let rec = match records.next_record() {
             Ok(Some(r)) => r,
@@ -94,6 +102,12 @@ pub fn collect(
             .decode(rec.bytes)
             .and_then(|d| rules.item(d))
             .map_err(|why| Error::source(format!("{}: {why}", place(&rec, n))))?;
+        if let Some(ids) = opts.ids {
+            if !ids.contains(&item.id) {
+                continue;
+            }
+            found.insert(item.id.clone());
+        }
         let known = if slots.is_empty() {
             None // a first collect has nothing to compare with
         } else {
@@ -129,7 +143,7 @@ pub fn collect(
                 tx.tombstone(known.rowid, opts.now)?;
                 out.changed += 1;
             }
-        } else if !known.deleted && known.hash == item.hash {
+        } else if skip_unchanged && !known.deleted && known.hash == item.hash {
             let data = (known.has_data).then_some(item.data.as_str());
             tx.touch(known.rowid, raw, data)?;
         } else {
@@ -138,6 +152,24 @@ pub fn collect(
         }
     }
 
+    if let Some(ids) = opts.ids {
+        // Asked for by id but not in the source: send what the state knows.
+        for id in ids.difference(&found) {
+            match tx.find(feed_id, id)? {
+                Some(k) if !k.deleted => tx.tombstone(k.rowid, opts.now)?,
+                Some(_) => {
+                    let id = std::slice::from_ref(id);
+                    tx.requeue(feed_id, &crate::state::status::ALL, Some(id))?;
+                }
+                None => {
+                    log::warn!("{}: no item `{id}` in the source or the state", feed.name);
+                    continue;
+                }
+            }
+            out.changed += 1;
+        }
+        return Ok(out);
+    }
     if feed.snapshot {
         let gone: Vec<i64> = slots
             .iter()

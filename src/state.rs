@@ -228,6 +228,33 @@ impl State {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    pub fn meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    /// Drops tombstones delivered before `before`; returns how many.
+    pub fn drop_tombstones(&self, feed_id: i64, before: i64) -> Result<u64> {
+        Ok(self.conn.execute(
+            "DELETE FROM items WHERE feed_id = ?1 AND deleted = 1 AND status = 'sent'
+               AND sent_at < ?2",
+            params![feed_id, before],
+        )? as u64)
+    }
+
     /// Starts a run record; `finish_run` completes it.
     pub fn start_run(&self, job: &str, at: i64) -> Result<i64> {
         self.conn.execute(
@@ -538,6 +565,30 @@ impl Tx<'_> {
         )?;
         stmt.execute(params![rowid, now])?;
         Ok(())
+    }
+
+    /// `resync --cleanup-feed`: forget every item of the feed.
+    pub fn forget_feed(&self, feed_id: i64) -> Result<()> {
+        self.0
+            .execute("DELETE FROM items WHERE feed_id = ?1", [feed_id])?;
+        self.0
+            .execute("UPDATE feeds SET raw_seed = NULL WHERE id = ?1", [feed_id])?;
+        Ok(())
+    }
+
+    /// Puts stored items back in the send queue with their attempts reset:
+    /// those in `statuses`, or only `ids` when given. Items without stored
+    /// data cannot be resent and are left alone. Returns how many.
+    pub fn requeue(&self, feed_id: i64, statuses: &[&str], ids: Option<&[String]>) -> Result<u64> {
+        let statuses = serde_json::to_string(statuses).unwrap_or_default();
+        let ids = ids.map(|i| serde_json::to_string(i).unwrap_or_default());
+        Ok(self.0.execute(
+            "UPDATE items SET status = 'pending', attempts = 0, error = NULL, next_attempt_at = NULL
+             WHERE feed_id = ?1 AND (deleted = 1 OR data IS NOT NULL)
+               AND status IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))",
+            params![feed_id, statuses, ids],
+        )? as u64)
     }
 
     pub fn set_raw_seed(&self, feed_id: i64, seed: i64) -> Result<()> {

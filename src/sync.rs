@@ -34,6 +34,9 @@ pub struct FeedReport {
     /// Items that became `retry` or `failed` in this job.
     pub retry: u64,
     pub failed: u64,
+    /// Tombstones dropped (`cleanup` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip)]
@@ -56,6 +59,10 @@ impl FeedReport {
     /// The one-line summary shown on a terminal and kept in the run history.
     pub fn line(&self, dry_run: bool) -> String {
         let mut s = format!("{}: ", self.name);
+        if let Some(n) = self.removed {
+            s.push_str(&format!("{n} delivered tombstone{} dropped", plural(n)));
+            return s;
+        }
         if self.collected > 0 || self.upserts + self.deletes == 0 {
             s.push_str(&format!("{} read, ", self.collected));
         }
@@ -120,13 +127,34 @@ impl JobReport {
     }
 }
 
-/// Options of a `sync`.
+/// What a job does besides the plain partial sync.
 #[derive(Debug, Default, Clone)]
-pub struct SyncOptions {
+pub struct Plan {
+    /// Send nothing and change nothing; report what would be sent.
     pub dry_run: bool,
     pub allow_deletes: bool,
     /// Print each queued item (`-v` with `--dry-run`).
     pub list_items: bool,
+    /// A full sync: `retry` and `failed` items go back in the queue too,
+    /// and legacy feeds are delivered as well.
+    pub full: bool,
+    /// Queue every item the source has, changed or not (`--force`).
+    pub force: bool,
+    /// Only these items, whatever their hashes (`--by-ids`).
+    pub ids: Option<HashSet<String>>,
+    /// Resend stored data; read no source (`--no-reindex`).
+    pub no_reindex: bool,
+    /// Forget the feed's state first (`--cleanup-feed`).
+    pub cleanup: bool,
+    /// Overrides the feeds' batch size (`--batch-size`).
+    pub batch_size: Option<usize>,
+}
+
+impl Plan {
+    /// A deliberate resend, which receivers must not drop as a duplicate.
+    fn deliberate(&self) -> bool {
+        self.force || self.ids.is_some() || self.no_reindex
+    }
 }
 
 /// What the jobs share: config, state, the HTTP agent, and which targets
@@ -156,28 +184,39 @@ impl<'a> Jobs<'a> {
         Target::new(feed.target.clone(), self.secrets.clone(), agent)
     }
 
-    /// Partial sync: collect each feed, then deliver its pending items
-    /// (immediate mode) or leave them for `send` (legacy mode).
-    pub fn sync(&mut self, feeds: &[&Feed], opts: &SyncOptions) -> Result<JobReport> {
+    /// `sync` and `resync`: collect each feed, then deliver its queue —
+    /// at once for immediate feeds and full syncs, by `send` for legacy
+    /// feeds.
+    pub fn collect_and_deliver(&mut self, feeds: &[&Feed], plan: &Plan) -> Result<JobReport> {
+        let kind = if plan.full {
+            SyncKind::Full
+        } else {
+            SyncKind::Partial
+        };
+        let nonce = plan.deliberate().then(nonce);
         let mut job = JobReport::default();
         for feed in feeds {
+            let mut feed = (*feed).clone();
+            if let Some(n) = plan.batch_size {
+                feed.target.batch_size = n;
+            }
             let mut report = FeedReport::new(&feed.name);
             let feed_id = self.state.feed_id(&feed.name)?;
-            match self.collect(feed, feed_id, opts, &mut report) {
+            match self.collect(&feed, feed_id, plan, &mut report) {
                 Ok(()) => {
-                    if feed.mode == Mode::Immediate && !opts.dry_run {
+                    if !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
                             feed_id,
                             statuses: &[status::PENDING],
                             due: None,
                         };
-                        self.deliver(feed, &queue, SyncKind::Partial, None, &mut report)?;
+                        self.deliver(&feed, &queue, kind, nonce, &mut report)?;
                     }
                 }
                 Err(e @ (Error::State(_) | Error::Locked(_))) => return Err(e),
                 Err(e) => report.fail(&e),
             }
-            if !opts.dry_run {
+            if !plan.dry_run {
                 self.state
                     .finish_feed(feed_id, clock::now_secs(), report.error.as_deref())?;
             }
@@ -211,49 +250,79 @@ impl<'a> Jobs<'a> {
         Ok(job)
     }
 
-    /// Reads a feed's source and records its changes, all in one
-    /// transaction; with `dry_run` the transaction is rolled back.
+    /// `cleanup`: drop tombstones delivered more than `tombstone_days` ago.
+    pub fn cleanup(&mut self, feeds: &[&Feed]) -> Result<JobReport> {
+        let before = clock::now_secs() - i64::from(self.config.tombstone_days) * 86_400;
+        let mut job = JobReport::default();
+        for feed in feeds {
+            let mut report = FeedReport::new(&feed.name);
+            let feed_id = self.state.feed_id(&feed.name)?;
+            report.removed = Some(self.state.drop_tombstones(feed_id, before)?);
+            job.push(report);
+        }
+        Ok(job)
+    }
+
+    /// Brings a feed's items up to date and fills its send queue, all in
+    /// one transaction; with `dry_run` the transaction is rolled back.
     fn collect(
         &mut self,
         feed: &Feed,
         feed_id: i64,
-        opts: &SyncOptions,
+        plan: &Plan,
         report: &mut FeedReport,
     ) -> Result<()> {
-        let source = Source::open(feed)?;
-        let mut records = Splitter::new(source.reader, source.format)
-            .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))?;
+        let mut records = if plan.no_reindex {
+            None
+        } else {
+            let source = Source::open(feed)?;
+            Some(
+                Splitter::new(source.reader, source.format)
+                    .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))?,
+            )
+        };
         let stored_seed = self.state.feed_info(&feed.name)?.and_then(|f| f.raw_seed);
         let tx = self.state.write()?;
-        let collected = diff::collect(
-            &tx,
-            feed,
-            feed_id,
-            stored_seed,
-            &mut records,
-            &diff::Options {
-                allow_deletes: opts.allow_deletes,
-                now: clock::now_secs(),
-            },
-        );
-        let collected = match collected {
-            Ok(c) => c,
-            Err(e) => {
-                tx.rollback()?;
-                return Err(e);
+        let result = (|| {
+            if plan.cleanup {
+                tx.forget_feed(feed_id)?;
             }
-        };
-        report.collected = collected.records;
+            if let Some(records) = records.as_mut() {
+                let opts = diff::Options {
+                    allow_deletes: plan.allow_deletes,
+                    now: clock::now_secs(),
+                    force: plan.force,
+                    ids: plan.ids.as_ref(),
+                };
+                let seed = if plan.cleanup { None } else { stored_seed };
+                report.collected = diff::collect(&tx, feed, feed_id, seed, records, &opts)?.records;
+            }
+            if plan.no_reindex {
+                let ids: Option<Vec<String>> =
+                    plan.ids.as_ref().map(|s| s.iter().cloned().collect());
+                let statuses: &[&str] = if plan.force || ids.is_some() {
+                    &status::ALL
+                } else {
+                    &[status::RETRY, status::FAILED]
+                };
+                tx.requeue(feed_id, statuses, ids.as_deref())?;
+            } else if plan.full && plan.ids.is_none() {
+                tx.requeue(feed_id, &[status::RETRY, status::FAILED], None)?;
+            }
+            Ok::<_, Error>(())
+        })();
+        if let Err(e) = result {
+            tx.rollback()?;
+            return Err(e);
+        }
         let queue = Queue {
             feed_id,
             statuses: &[status::PENDING],
             due: None,
         };
-        let (upserts, deletes) = queue_size(tx.conn(), &queue)?;
-        report.upserts = upserts;
-        report.deletes = deletes;
-        if opts.dry_run {
-            if opts.list_items {
+        (report.upserts, report.deletes) = queue_size(tx.conn(), &queue)?;
+        if plan.dry_run {
+            if plan.list_items {
                 print_queue(tx.conn(), &queue)?;
             }
             tx.rollback()?;
@@ -281,7 +350,7 @@ impl<'a> Jobs<'a> {
         }
         let target = self.target(feed);
         let mut after = 0;
-        loop {
+        while !crate::stop::requested() {
             let batch = self.state.queue(queue, after, feed.target.batch_size)?;
             let Some(last) = batch.last() else {
                 break;
@@ -413,6 +482,15 @@ impl Send<'_> {
             next_attempt_at: now + wait,
         }
     }
+}
+
+/// A random number for one run's deliberate resends.
+fn nonce() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    xxhash_rust::xxh3::xxh3_64(format!("{t}:{}", std::process::id()).as_bytes())
 }
 
 /// `base · 2^(attempts−1)`, capped at `max`, plus up to 10% jitter so
