@@ -35,8 +35,8 @@ CREATE TABLE items (
     UNIQUE (feed_id, id)
 );
 
--- The send queues: everything not yet delivered.
-CREATE INDEX items_todo ON items (feed_id, status, next_attempt_at) WHERE status <> 'sent';
+-- The send queues: everything not yet delivered, by status in rowid order.
+CREATE INDEX items_todo ON items (feed_id, status) WHERE status <> 'sent';
 
 -- Run history: one row per job.
 CREATE TABLE runs (

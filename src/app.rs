@@ -29,6 +29,11 @@ impl Output {
     pub fn summaries(&self) -> bool {
         self.verbosity >= 1 || (self.tty && self.verbosity >= 0)
     }
+
+    /// Progress bars: only on a terminal, and not with `-q`.
+    pub fn progress(&self) -> bool {
+        self.tty && self.verbosity >= 0
+    }
 }
 
 /// Runs the command line and returns the exit code.
@@ -137,9 +142,10 @@ impl Job {
         state: &mut State,
         secrets: &Secrets,
         feeds: &[&Feed],
+        out: Output,
     ) -> anyhow::Result<JobReport> {
         let work = |state: &mut State| {
-            let mut jobs = Jobs::new(config, state, secrets.clone());
+            let mut jobs = Jobs::new(config, state, secrets.clone()).with_progress(out.progress());
             match self {
                 Job::Sync(plan) | Job::Resync(plan) => jobs.collect_and_deliver(feeds, plan),
                 Job::Send => jobs.deliver_stored(feeds, SyncKind::Send),
@@ -185,7 +191,7 @@ fn direct(
         _ => config::read_secrets(&config.secrets)?,
     };
     let (_lock, mut state) = open_for_writing(config)?;
-    let report = job.execute(config, &mut state, &secrets, &feeds)?;
+    let report = job.execute(config, &mut state, &secrets, &feeds, out)?;
     print_job(&report, json, job.dry_run(), out)?;
     Ok(report.exit)
 }
@@ -256,7 +262,7 @@ fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
         if crate::stop::requested() {
             break;
         }
-        let report = Job::scheduled(name).execute(config, &mut state, secrets, &feeds)?;
+        let report = Job::scheduled(name).execute(config, &mut state, secrets, &feeds, out)?;
         print_job(&report, false, false, out)?;
         if code == exit::OK {
             code = report.exit;

@@ -181,9 +181,8 @@ pub fn collect(
         let allowed = feed.max_deletes.allowed(live);
         if gone.len() as u64 > allowed && !opts.allow_deletes {
             return Err(Error::DeleteGuard(format!(
-                "{}: the export would delete {} of {live} items, more than max_deletes ({}) allows; \
+                "the export would delete {} of {live} items, more than max_deletes ({}) allows; \
                  nothing was sent. If the deletions are real, run `feedsync sync --feed {} --allow-deletes`",
-                feed.name,
                 gone.len(),
                 feed.max_deletes,
                 feed.name

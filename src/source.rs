@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 pub struct Source {
     pub reader: Box<dyn Read + Send>,
     pub format: Format,
+    /// Bytes to expect, when known (for the progress bar).
+    pub size: Option<u64>,
 }
 
 impl Source {
@@ -21,6 +23,7 @@ impl Source {
                 let file = File::open(path)
                     .map_err(|e| Error::source(format!("{}: cannot open: {e}", path.display())))?;
                 Ok(Source {
+                    size: file.metadata().ok().map(|m| m.len()),
                     reader: Box::new(file),
                     format: feed.format.unwrap_or(Format::Ndjson),
                 })

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::clock;
@@ -166,6 +167,8 @@ pub struct Jobs<'a> {
     agent: Option<ureq::Agent>,
     /// URL templates that answered 401/403/404/405 in this run.
     refused: HashSet<String>,
+    /// Draw progress bars (stderr is a terminal).
+    progress: bool,
 }
 
 impl<'a> Jobs<'a> {
@@ -176,7 +179,38 @@ impl<'a> Jobs<'a> {
             secrets,
             agent: None,
             refused: HashSet::new(),
+            progress: false,
         }
+    }
+
+    /// Shows progress bars for reading sources and sending batches.
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    fn bar(&self, len: Option<u64>, what: &str, bytes: bool) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let (bar, template) = match (len, bytes) {
+            (Some(n), true) => (
+                ProgressBar::new(n),
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ),
+            (Some(n), false) => (
+                ProgressBar::new(n),
+                "{msg} [{bar:30}] {pos}/{len} items eta {eta}",
+            ),
+            (None, _) => (
+                ProgressBar::new_spinner(),
+                "{msg} {spinner} {bytes} {bytes_per_sec}",
+            ),
+        };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.with_style(style).with_message(what.to_string())
     }
 
     fn target(&mut self, feed: &Feed) -> Target {
@@ -207,7 +241,7 @@ impl<'a> Jobs<'a> {
                     if !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
                             feed_id,
-                            statuses: &[status::PENDING],
+                            status: status::PENDING,
                             due: None,
                         };
                         self.deliver(&feed, &queue, kind, nonce, &mut report)?;
@@ -228,9 +262,9 @@ impl<'a> Jobs<'a> {
     /// `send` and `retry`: deliver a queue of stored items, reading no
     /// source. `retry` takes the `retry` items whose time has come.
     pub fn deliver_stored(&mut self, feeds: &[&Feed], kind: SyncKind) -> Result<JobReport> {
-        let (statuses, due): (&[&str], _) = match kind {
-            SyncKind::Retry => (&[status::RETRY], Some(clock::now_secs())),
-            _ => (&[status::PENDING], None),
+        let (queued, due) = match kind {
+            SyncKind::Retry => (status::RETRY, Some(clock::now_secs())),
+            _ => (status::PENDING, None),
         };
         let mut job = JobReport::default();
         for feed in feeds {
@@ -238,7 +272,7 @@ impl<'a> Jobs<'a> {
             let feed_id = self.state.feed_id(&feed.name)?;
             let queue = Queue {
                 feed_id,
-                statuses,
+                status: queued,
                 due,
             };
             (report.upserts, report.deletes) = queue_size(self.state.conn(), &queue)?;
@@ -272,12 +306,16 @@ impl<'a> Jobs<'a> {
         plan: &Plan,
         report: &mut FeedReport,
     ) -> Result<()> {
+        let mut reading = None;
         let mut records = if plan.no_reindex {
             None
         } else {
             let source = Source::open(feed)?;
+            let bar = self.bar(source.size, &format!("{}: reading", feed.name), true);
+            let reader = Box::new(bar.wrap_read(source.reader));
+            reading = Some(bar);
             Some(
-                Splitter::new(source.reader, source.format)
+                Splitter::new(reader, source.format)
                     .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))?,
             )
         };
@@ -311,13 +349,16 @@ impl<'a> Jobs<'a> {
             }
             Ok::<_, Error>(())
         })();
+        if let Some(bar) = reading {
+            bar.finish_and_clear();
+        }
         if let Err(e) = result {
             tx.rollback()?;
             return Err(e);
         }
         let queue = Queue {
             feed_id,
-            statuses: &[status::PENDING],
+            status: status::PENDING,
             due: None,
         };
         (report.upserts, report.deletes) = queue_size(tx.conn(), &queue)?;
@@ -349,6 +390,12 @@ impl<'a> Jobs<'a> {
             return Ok(());
         }
         let target = self.target(feed);
+        let todo = queue_size(self.state.conn(), queue)?;
+        let bar = self.bar(
+            Some(todo.0 + todo.1),
+            &format!("{}: sending", feed.name),
+            false,
+        );
         let mut after = 0;
         while !crate::stop::requested() {
             let batch = self.state.queue(queue, after, feed.target.batch_size)?;
@@ -356,6 +403,7 @@ impl<'a> Jobs<'a> {
                 break;
             };
             after = last.rowid;
+            bar.inc(batch.len() as u64);
             let send = Send {
                 feed,
                 target: &target,
@@ -374,6 +422,7 @@ impl<'a> Jobs<'a> {
                 }
             }
         }
+        bar.finish_and_clear();
         if report.exit == exit::OK && report.retry + report.failed > 0 {
             report.exit = exit::ITEMS_FAILED;
         }

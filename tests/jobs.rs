@@ -1,0 +1,445 @@
+//! The cron appliance: `run` and its schedules, `resync` and its flags,
+//! legacy collect-then-send, `cleanup`, and `daemon` shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn items(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"sku\":\"A{i}\",\"price\":{i}}}\n"))
+        .collect()
+}
+
+/// An installation with one feed `p` of `n` items, schedules as given.
+fn setup(receiver: &Receiver, n: usize, schedule: &str, feed_extra: &str) -> Env {
+    let mut env = Env::new();
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\nbatch_size = 10\n\n[schedule]\n{schedule}\n\n\
+         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n{feed_extra}\n",
+        receiver.url("/{feed}")
+    ));
+    env.write("p.ndjson", &items(n));
+    // Schedules are local time; pin the zone so the tests mean one thing.
+    env.set_env("TZ", "UTC");
+    env
+}
+
+fn run_at(env: &mut Env, at: &str) -> Run {
+    env.set_env("FEEDSYNC_NOW", at);
+    env.run(&["run"])
+}
+
+/// The jobs in the run history, oldest first.
+fn jobs_run(env: &Env) -> Vec<String> {
+    let doc = env.run(&["runs", "--limit", "1000", "--json"]).json();
+    let mut jobs: Vec<String> = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"].as_str().unwrap().to_string())
+        .collect();
+    jobs.reverse();
+    jobs
+}
+
+#[test]
+fn run_follows_the_schedule_in_order_and_catches_up_once() {
+    let receiver = Receiver::start();
+    let mut env = setup(
+        &receiver,
+        3,
+        "sync = \"*/5 * * * *\"\nsend = \"*/5 * * * *\"\nretry = \"*/5 * * * *\"\ncleanup = \"0 2 * * *\"\nresync = \"0 3 * * 0\"",
+        "",
+    );
+    // 2026-11-29 is a Sunday. First run: only the current minute counts.
+    run_at(&mut env, "2026-11-29T10:07:30Z").assert_code(0);
+    assert!(jobs_run(&env).is_empty(), "10:07 is not a */5 minute");
+    run_at(&mut env, "2026-11-29T10:10:05Z").assert_code(0);
+    assert_eq!(jobs_run(&env), ["sync", "send", "retry"]);
+    assert_eq!(receiver.catalog("p").len(), 3);
+    // Same minute again: nothing new is due.
+    run_at(&mut env, "2026-11-29T10:10:40Z").assert_code(0);
+    assert_eq!(jobs_run(&env).len(), 3);
+
+    // Down from 10:10 until 03:01 the next Sunday: every job runs once, in order.
+    run_at(&mut env, "2026-12-06T03:01:00Z").assert_code(0);
+    assert_eq!(
+        jobs_run(&env)[3..],
+        ["sync", "send", "retry", "resync", "cleanup"]
+    );
+    // A run with nothing due leaves no record.
+    run_at(&mut env, "2026-12-06T03:02:00Z").assert_code(0);
+    assert_eq!(jobs_run(&env).len(), 8);
+}
+
+#[test]
+fn sunday_is_0_or_7_and_ranges_limit_the_hours() {
+    for (line, sunday, monday) in [
+        ("0 3 * * 0", true, false),
+        ("0 3 * * 7", true, false),
+        ("0 3 * * sun", true, false),
+        ("0 3 * * 1-5", false, true),
+        ("0 3 * * 5-7", true, false),
+        ("0 2-4 * * *", true, true),
+        ("0 9-17 * * *", false, false),
+        ("@daily", false, false),
+    ] {
+        for (day, want) in [("2026-11-29", sunday), ("2026-11-30", monday)] {
+            let receiver = Receiver::start();
+            let mut env = setup(&receiver, 1, &format!("sync = \"{line}\""), "");
+            run_at(&mut env, &format!("{day}T03:00:20Z")).assert_code(0);
+            let ran = jobs_run(&env).contains(&"sync".to_string());
+            assert_eq!(ran, want, "{line} on {day}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_schedule_is_a_config_error() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 1, "sync = \"*/5 * * *\"", "");
+    let run = env.run(&["run"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("schedule.sync"), "{}", run.stderr);
+}
+
+#[test]
+fn run_is_silent_when_another_run_holds_the_lock() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 1, "", "");
+    let lock = std::fs::File::create(env.path("feedsync.sqlite.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let run = env.run(&["run"]);
+    run.assert_code(75);
+    assert_eq!(run.stderr, "");
+    assert_eq!(receiver.request_count(), 0);
+}
+
+#[test]
+fn legacy_feeds_collect_on_sync_and_deliver_on_send() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 25, "", "mode = \"legacy\"");
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["feeds"][0]["upserts"], 25);
+    assert_eq!(receiver.request_count(), 0, "legacy sync only collects");
+    let status = env.run(&["status", "--json"]).json();
+    assert_eq!(status["feeds"][0]["mode"], "legacy");
+    assert_eq!(status["feeds"][0]["pending"], 25);
+
+    let run = env.run(&["send", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["feeds"][0]["sent"], 25);
+    assert_eq!(receiver.catalog("p").len(), 25);
+    assert!(receiver.requests().iter().all(|r| r.body["sync"] == "send"));
+    // Legacy feeds keep delivered data, so a resend needs no source.
+    let kept: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM items WHERE data IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 25);
+}
+
+fn sent_ids(receiver: &Receiver) -> Vec<String> {
+    let mut ids: Vec<String> = receiver
+        .requests()
+        .iter()
+        .flat_map(|r| r.items().to_vec())
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["op"].as_str().unwrap(),
+                i["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn resync_sends_what_is_undelivered_and_force_sends_everything() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 5, "", "max_deletes = \"100%\"");
+    // A0 fails for good, A1 will retry, the rest are delivered.
+    receiver.push(Behavior::Results(vec![
+        json!({"id": "A0", "ok": false, "error": "bad"}),
+        json!({"id": "A1", "ok": false, "retryable": true, "error": "busy"}),
+    ]));
+    env.run(&["sync"]).assert_code(1);
+    env.write(
+        "p.ndjson",
+        &items(4).replace("\"price\":3}", "\"price\":33}"),
+    );
+    receiver.clear_requests();
+
+    // Plain resync: changed A3, deleted A4, and the retry/failed A0 and A1.
+    let run = env.run(&["resync", "--feed", "p", "--json"]);
+    run.assert_code(0);
+    assert_eq!(
+        sent_ids(&receiver),
+        ["delete A4", "upsert A0", "upsert A1", "upsert A3"]
+    );
+    assert!(receiver.requests().iter().all(|r| r.body["sync"] == "full"));
+    assert!(env.statuses("p").values().all(|s| s == "sent"));
+
+    // --force: every item the source has; the delivered tombstone A4 is not resent.
+    receiver.clear_requests();
+    env.run(&["resync", "--feed", "p", "--force"])
+        .assert_code(0);
+    assert_eq!(
+        sent_ids(&receiver),
+        ["upsert A0", "upsert A1", "upsert A2", "upsert A3"]
+    );
+    // --force with a deletion the diff finds.
+    receiver.clear_requests();
+    env.write("p.ndjson", &items(3));
+    env.run(&["resync", "--feed", "p", "--force"])
+        .assert_code(0);
+    assert_eq!(
+        sent_ids(&receiver),
+        ["delete A3", "upsert A0", "upsert A1", "upsert A2"]
+    );
+}
+
+#[test]
+fn resync_by_ids_sends_exactly_those_and_as_a_new_delivery() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 30, "", "");
+    env.run(&["sync"]).assert_code(0);
+    let first: Vec<(String, String)> = receiver
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.items()[0]["id"].as_str().unwrap().to_string(),
+                r.header("idempotency-key").unwrap().to_string(),
+            )
+        })
+        .collect();
+    receiver.clear_requests();
+    // Another change in the source is left for the next sync.
+    env.write(
+        "p.ndjson",
+        &items(30).replace("\"price\":7}", "\"price\":77}"),
+    );
+    env.run(&["resync", "--feed", "p", "--by-ids", "A0,A12"])
+        .assert_code(0);
+    assert_eq!(sent_ids(&receiver), ["upsert A0", "upsert A12"]);
+    let r = &receiver.requests()[0];
+    assert!(
+        first
+            .iter()
+            .all(|(_, key)| key != r.header("idempotency-key").unwrap())
+    );
+    // A deliberate resend of the same batch twice is new each time.
+    receiver.clear_requests();
+    env.write("p.ndjson", &items(30));
+    env.run(&["resync", "--feed", "p", "--by-ids", "A0"])
+        .assert_code(0);
+    env.run(&["resync", "--feed", "p", "--by-ids", "A0"])
+        .assert_code(0);
+    let keys: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[test]
+fn resync_no_reindex_resends_stored_data_without_the_source() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 12, "", "keep_data = true");
+    env.run(&["sync"]).assert_code(0);
+    env.write("p.ndjson", &items(11));
+    env.run(&["sync"]).assert_code(0);
+    std::fs::remove_file(env.path("p.ndjson")).unwrap();
+    receiver.clear_requests();
+
+    // Nothing undelivered: nothing to resend.
+    env.run(&["resync", "--feed", "p", "--no-reindex"])
+        .assert_code(0);
+    assert_eq!(receiver.request_count(), 0);
+    // --force: every stored item, tombstones as deletes.
+    env.run(&["resync", "--feed", "p", "--no-reindex", "--force"])
+        .assert_code(0);
+    let sent = sent_ids(&receiver);
+    assert_eq!(sent.len(), 12);
+    assert!(sent.contains(&"delete A11".to_string()));
+    let a3 = receiver.catalog("p")["A3"].clone();
+    assert_eq!(a3, json!({"sku": "A3", "price": 3}));
+
+    env.run(&["resync", "--feed", "p", "--no-reindex", "--cleanup-feed"])
+        .assert_code(2);
+    let plain = setup(&receiver, 1, "", "");
+    let run = plain.run(&["resync", "--feed", "p", "--no-reindex"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("keep_data"), "{}", run.stderr);
+}
+
+#[test]
+fn resync_cleanup_feed_dry_run_and_batch_size() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 20, "", "");
+    env.run(&["sync"]).assert_code(0);
+    receiver.clear_requests();
+    let before = env.dump();
+
+    let run = env.run(&[
+        "resync",
+        "--feed",
+        "p",
+        "--cleanup-feed",
+        "--dry-run",
+        "--json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(run.json()["feeds"][0]["upserts"], 20);
+    assert_eq!(run.json()["feeds"][0]["sent"], 0);
+    assert_eq!(receiver.request_count(), 0);
+    assert_eq!(env.dump(), before, "a dry run changes nothing");
+
+    env.run(&[
+        "resync",
+        "--feed",
+        "p",
+        "--cleanup-feed",
+        "--batch-size",
+        "7",
+    ])
+    .assert_code(0);
+    let sizes: Vec<usize> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.items().len())
+        .collect();
+    assert_eq!(sizes, [7, 7, 6]);
+    env.run(&["resync", "--feed", "p", "--batch-size", "0"])
+        .assert_code(2);
+}
+
+#[test]
+fn an_interrupted_resync_carries_on_in_the_next_run() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 30, "", "");
+    env.run(&["sync"]).assert_code(0);
+    receiver.clear_requests();
+    receiver.push(Behavior::Ok);
+    receiver.push(Behavior::Status(503, "maintenance".into()));
+    env.run(&["resync", "--feed", "p", "--force"])
+        .assert_code(1);
+    let statuses = env.statuses("p");
+    let pending = statuses.values().filter(|s| *s == "pending").count();
+    assert_eq!(pending, 10, "the batches not tried stay pending");
+    env.run(&["sync"]).assert_code(0);
+    assert!(
+        env.statuses("p")
+            .values()
+            .filter(|s| *s == "pending")
+            .count()
+            == 0
+    );
+}
+
+#[test]
+fn cleanup_drops_only_old_delivered_tombstones() {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 10, "", "max_deletes = \"100%\"");
+    env.set_env("FEEDSYNC_NOW", "2026-11-01T00:00:00Z");
+    env.run(&["sync"]).assert_code(0);
+    // A0..A2 deleted and delivered on Nov 1.
+    env.write(
+        "p.ndjson",
+        &items(10)
+            .lines()
+            .skip(3)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    env.run(&["sync"]).assert_code(0);
+    // A3, A4 deleted on Nov 20, delivered; A5 deleted but not delivered.
+    env.set_env("FEEDSYNC_NOW", "2026-11-20T00:00:00Z");
+    env.write(
+        "p.ndjson",
+        &items(10)
+            .lines()
+            .skip(5)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    env.run(&["sync"]).assert_code(0);
+    env.write(
+        "p.ndjson",
+        &items(10)
+            .lines()
+            .skip(6)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    receiver.push(Behavior::Status(500, String::new()));
+    env.run(&["sync"]).assert_code(1);
+
+    env.set_env("FEEDSYNC_NOW", "2026-11-25T00:00:00Z");
+    let run = env.run(&["cleanup", "-v"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("3 delivered tombstones dropped"),
+        "{}",
+        run.stderr
+    );
+    let ids: Vec<String> = env.statuses("p").into_keys().collect();
+    assert_eq!(ids, ["A3", "A4", "A5", "A6", "A7", "A8", "A9"]);
+    let runs = env.run(&["runs", "--json"]).json();
+    assert_eq!(runs["runs"][0]["job"], "cleanup");
+}
+
+#[test]
+fn daemon_finishes_the_batch_in_flight_on_sigterm() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 50, "", "");
+    receiver.set(Behavior::Hang(Duration::from_millis(1500)));
+    let mut child = env.command(&["daemon"]).spawn().unwrap();
+    let started = Instant::now();
+    while receiver.request_count() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "daemon never sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "daemon did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    // The batch in flight was answered and recorded; no more were sent.
+    assert_eq!(receiver.request_count(), 1);
+    let statuses = env.statuses("p");
+    assert_eq!(statuses.values().filter(|s| *s == "sent").count(), 10);
+    assert_eq!(statuses.values().filter(|s| *s == "pending").count(), 40);
+    let runs = env.run(&["runs", "--json"]).json();
+    assert_eq!(runs["runs"][0]["job"], "sync");
+    assert_eq!(runs["runs"][0]["exit_code"], 0);
+    let _: Value = runs;
+}
