@@ -167,6 +167,9 @@ struct RawFeed {
     #[serde(default = "default_deleted_field")]
     deleted_field: String,
     max_deletes: Option<toml::Value>,
+    source_token_env: Option<String>,
+    source_api_key_env: Option<String>,
+    source_api_key_header: Option<String>,
     url: Option<String>,
     api_key_header: Option<String>,
     gzip: Option<bool>,
@@ -302,6 +305,10 @@ pub struct Feed {
     pub snapshot: bool,
     pub deleted_field: String,
     pub max_deletes: MaxDeletes,
+    /// Credentials for an HTTP source: environment variable names.
+    pub source_token_env: Option<String>,
+    pub source_api_key_env: Option<String>,
+    pub source_api_key_header: String,
     pub target: TargetSettings,
 }
 
@@ -344,6 +351,14 @@ impl Config {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         Resolver { file: path, base }.resolve(raw)
+    }
+
+    /// The config file's folder: relative paths and commands start here.
+    pub fn dir(&self) -> &Path {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     }
 
     pub fn feed(&self, name: &str) -> Option<&Feed> {
@@ -508,6 +523,28 @@ impl Resolver<'_> {
         if f.query.is_some() && !matches!(source, SourceSpec::Sqlite { .. }) {
             return Err(self.err(format!("`{}` only goes with `sqlite`", at("query"))));
         }
+        if f.format.is_some() && matches!(source, SourceSpec::Sqlite { .. }) {
+            return Err(self.err(format!(
+                "`{}` does not apply to an sqlite source (rows are items)",
+                at("format")
+            )));
+        }
+        let http = matches!(source, SourceSpec::Http(_));
+        for (key, v) in [
+            ("source_token_env", &f.source_token_env),
+            ("source_api_key_env", &f.source_api_key_env),
+            ("source_api_key_header", &f.source_api_key_header),
+        ] {
+            match v {
+                Some(_) if !http => {
+                    return Err(self.err(format!("`{}` only goes with an http(s) source", at(key))));
+                }
+                Some(v) if v.is_empty() || v.contains('=') || v.contains(' ') => {
+                    return Err(self.err(format!("`{}` = {v:?} is not a valid name", at(key))));
+                }
+                _ => {}
+            }
+        }
 
         let format = match (f.format, &source) {
             (Some(fmt), _) => Some(fmt),
@@ -571,6 +608,11 @@ impl Resolver<'_> {
             snapshot: f.snapshot,
             deleted_field: f.deleted_field,
             max_deletes,
+            source_token_env: f.source_token_env,
+            source_api_key_env: f.source_api_key_env,
+            source_api_key_header: f
+                .source_api_key_header
+                .unwrap_or_else(|| "x-api-key".into()),
             target,
         })
     }

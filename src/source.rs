@@ -1,12 +1,33 @@
-//! Where a feed's export lives. Every kind of source is opened as a byte
-//! stream in the feed's format, so the splitter and the diff serve them all
-//! the same way.
+//! Where a feed's export lives: a file, an HTTP(S) URL, a command's output
+//! or an SQLite query. Every kind is opened as a byte stream in the feed's
+//! format, so the splitter and the diff serve them all the same way; what
+//! can only be judged once the stream is read (a command's exit status, a
+//! query's error, an HTTP response's validators) waits in [`End`].
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+
+use base64::Engine;
 
 use crate::config::{Feed, Format, SourceSpec};
 use crate::error::{Error, Result};
+
+/// HTTP validators from the last complete read of a feed's source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// The outcome of opening a source.
+pub enum Opened {
+    /// An HTTP source answered 304: nothing changed since the last read.
+    Unchanged,
+    Stream(Source),
+}
 
 /// An open source, ready to be split into records.
 pub struct Source {
@@ -14,25 +35,342 @@ pub struct Source {
     pub format: Format,
     /// Bytes to expect, when known (for the progress bar).
     pub size: Option<u64>,
+    pub end: End,
+}
+
+/// What must be checked once the stream has been read.
+pub enum End {
+    Nothing,
+    /// An HTTP response's validators, to store if the feed's run completes.
+    Http(Validators),
+    /// A command: its exit status, and the tail of its stderr for errors.
+    Command {
+        child: Child,
+        command: String,
+        stderr: JoinHandle<Vec<u8>>,
+    },
+    /// The thread running an SQLite query.
+    Query(JoinHandle<Result<()>>),
+}
+
+/// How much of a failing command's stderr is shown.
+const STDERR_TAIL: usize = 2048;
+
+/// What one needs to open a source besides the feed: the process's HTTP
+/// agent, the validators of the last read, and the config file's folder
+/// (commands run there).
+pub struct Context<'a> {
+    pub agent: &'a ureq::Agent,
+    pub validators: Option<Validators>,
+    pub workdir: &'a Path,
 }
 
 impl Source {
-    pub fn open(feed: &Feed) -> Result<Source> {
-        match &feed.source {
+    pub fn open(feed: &Feed, cx: &Context<'_>) -> Result<Opened> {
+        let stream = match &feed.source {
             SourceSpec::File(path) => {
                 let file = File::open(path)
                     .map_err(|e| Error::source(format!("{}: cannot open: {e}", path.display())))?;
-                Ok(Source {
+                Source {
                     size: file.metadata().ok().map(|m| m.len()),
                     reader: Box::new(file),
                     format: feed.format.unwrap_or(Format::Ndjson),
-                })
+                    end: End::Nothing,
+                }
             }
-            other => Err(Error::config(format!(
-                "feed `{}`: {} sources are not supported by this build",
-                feed.name,
-                other.describe()
-            ))),
+            SourceSpec::Http(url) => return open_http(feed, url, cx),
+            SourceSpec::Command(command) => open_command(feed, command, cx.workdir)?,
+            SourceSpec::Sqlite { db, query } => open_query(db, query)?,
+        };
+        Ok(Opened::Stream(stream))
+    }
+}
+
+impl End {
+    /// Judges the source after its stream was read to the end (`complete`)
+    /// or abandoned because of a bad record. Returns validators to store.
+    pub fn finish(self, complete: bool) -> Result<Option<Validators>> {
+        match self {
+            End::Nothing => Ok(None),
+            End::Http(v) => Ok(Some(v)),
+            End::Command {
+                mut child,
+                command,
+                stderr,
+            } => {
+                let status = child
+                    .wait()
+                    .map_err(|e| Error::source(format!("command `{command}`: {e}")))?;
+                let tail = stderr.join().unwrap_or_default();
+                if status.success() {
+                    return Ok(None);
+                }
+                // Abandoned early, the command may die of the closed pipe;
+                // that is our doing, not its failure.
+                use std::os::unix::process::ExitStatusExt;
+                if !complete && status.signal() == Some(13) {
+                    return Ok(None);
+                }
+                let tail = String::from_utf8_lossy(&tail);
+                let tail = tail.trim();
+                let how = match (status.code(), status.signal()) {
+                    (Some(c), _) => format!("exited with status {c}"),
+                    (None, Some(s)) => format!("was killed by signal {s}"),
+                    _ => "failed".into(),
+                };
+                Err(Error::source(if tail.is_empty() {
+                    format!("command `{command}` {how}")
+                } else {
+                    format!("command `{command}` {how}: {tail}")
+                }))
+            }
+            End::Query(thread) => match thread.join() {
+                Ok(r) => r.map(|_| None),
+                Err(_) => Err(Error::source("the SQLite query thread panicked")),
+            },
         }
+    }
+}
+
+fn open_http(feed: &Feed, url: &str, cx: &Context<'_>) -> Result<Opened> {
+    let timeout = Some(feed.target.timeout.max(std::time::Duration::from_secs(30)));
+    let mut req = cx
+        .agent
+        .get(url)
+        .config()
+        .max_redirects(5)
+        .timeout_connect(timeout)
+        .timeout_recv_response(timeout)
+        .timeout_per_read(timeout)
+        .build();
+    if let Some(v) = &cx.validators {
+        if let Some(tag) = &v.etag {
+            req = req.header("If-None-Match", tag);
+        }
+        if let Some(lm) = &v.last_modified {
+            req = req.header("If-Modified-Since", lm);
+        }
+    }
+    if let Some(var) = &feed.source_token_env {
+        req = req.header("Authorization", format!("Bearer {}", secret(var, feed)?));
+    }
+    if let Some(var) = &feed.source_api_key_env {
+        req = req.header(feed.source_api_key_header.as_str(), secret(var, feed)?);
+    }
+    let mut resp = req
+        .call()
+        .map_err(|e| Error::source(format!("{url}: {e}")))?;
+    let status = resp.status().as_u16();
+    if status == 304 {
+        return Ok(Opened::Unchanged);
+    }
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if !(200..300).contains(&status) {
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        let excerpt: String = body.trim().chars().take(300).collect();
+        return Err(Error::source(format!("{url}: HTTP {status}: {excerpt}")));
+    }
+    let content_type = header("content-type").unwrap_or_default();
+    let format = feed
+        .format
+        .or_else(|| format_from_content_type(&content_type))
+        .ok_or_else(|| {
+            Error::source(format!(
+                "{url}: cannot tell the format from the URL or the content type `{content_type}`; set `format`"
+            ))
+        })?;
+    let validators = Validators {
+        etag: header("etag"),
+        last_modified: header("last-modified"),
+    };
+    let size = header("content-length").and_then(|v| v.parse().ok());
+    let reader = resp.into_body().into_reader();
+    Ok(Opened::Stream(Source {
+        reader: Box::new(reader),
+        format,
+        size,
+        end: End::Http(validators),
+    }))
+}
+
+fn secret(var: &str, feed: &Feed) -> Result<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(Error::config(format!(
+            "environment variable {var} (named by feeds.{}) is not set or empty",
+            feed.name
+        ))),
+    }
+}
+
+pub fn format_from_content_type(ct: &str) -> Option<Format> {
+    let mime = ct.split(';').next()?.trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines" => Some(Format::Ndjson),
+        "application/json" | "text/json" => Some(Format::Json),
+        "text/csv" | "application/csv" => Some(Format::Csv),
+        _ => None,
+    }
+}
+
+fn open_command(feed: &Feed, command: &str, workdir: &Path) -> Result<Source> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::source(format!("command `{command}`: cannot start: {e}")))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    // Drain stderr as it comes (a full pipe would stall the command) and
+    // keep its tail for the error message.
+    let stderr = std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+        }
+        if tail.len() > STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+        tail
+    });
+    Ok(Source {
+        reader: Box::new(stdout),
+        format: feed.format.unwrap_or(Format::Ndjson),
+        size: None,
+        end: End::Command {
+            child,
+            command: command.to_string(),
+            stderr,
+        },
+    })
+}
+
+/// Runs the query on its own read-only connection in a thread that writes
+/// one JSON object per row into a pipe, so rows stream like NDJSON lines.
+fn open_query(db: &Path, query: &str) -> Result<Source> {
+    if !db.exists() {
+        return Err(Error::source(format!(
+            "sqlite {}: no such file",
+            db.display()
+        )));
+    }
+    let (reader, writer) =
+        io::pipe().map_err(|e| Error::source(format!("sqlite {}: {e}", db.display())))?;
+    let (db, query) = (db.to_path_buf(), query.to_string());
+    let thread = std::thread::spawn(move || {
+        let place = format!("sqlite {}", db.display());
+        match rows_as_ndjson(&db, &query, writer) {
+            Ok(()) => Ok(()),
+            // The reader stopped early (a bad record); it reports that.
+            Err(RowError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(RowError::Write(e)) => Err(Error::source(format!("{place}: {e}"))),
+            Err(RowError::Sql(e)) => Err(Error::source(format!("{place}: {e}"))),
+            Err(RowError::Row(n, why)) => Err(Error::source(format!("{place}: row {n}: {why}"))),
+        }
+    });
+    Ok(Source {
+        reader: Box::new(reader),
+        format: Format::Ndjson,
+        size: None,
+        end: End::Query(thread),
+    })
+}
+
+enum RowError {
+    Sql(rusqlite::Error),
+    Write(io::Error),
+    Row(u64, String),
+}
+
+fn rows_as_ndjson(db: &Path, query: &str, writer: io::PipeWriter) -> Result<(), RowError> {
+    use rusqlite::types::ValueRef;
+    use rusqlite::{Connection, OpenFlags};
+    let conn =
+        Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(RowError::Sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(RowError::Sql)?;
+    conn.execute_batch("PRAGMA query_only = ON")
+        .map_err(RowError::Sql)?;
+    let mut stmt = conn.prepare(query).map_err(RowError::Sql)?;
+    let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(RowError::Row(
+                0,
+                format!("the query names column `{n}` twice"),
+            ));
+        }
+    }
+    let mut out = io::BufWriter::with_capacity(1 << 16, writer);
+    let mut rows = stmt.query([]).map_err(RowError::Sql)?;
+    let mut n = 0u64;
+    let mut line = Vec::with_capacity(1024);
+    while let Some(row) = rows.next().map_err(RowError::Sql)? {
+        n += 1;
+        let mut obj = serde_json::Map::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let v = match row.get_ref(i).map_err(RowError::Sql)? {
+                ValueRef::Null => serde_json::Value::Null,
+                ValueRef::Integer(i) => i.into(),
+                ValueRef::Real(f) => serde_json::Number::from_f64(f)
+                    .map(serde_json::Value::Number)
+                    .unwrap_or(serde_json::Value::Null),
+                ValueRef::Text(t) => serde_json::Value::String(
+                    String::from_utf8(t.to_vec())
+                        .map_err(|_| RowError::Row(n, format!("column `{name}` is not UTF-8")))?,
+                ),
+                ValueRef::Blob(b) => base64::engine::general_purpose::STANDARD.encode(b).into(),
+            };
+            obj.insert(name.clone(), v);
+        }
+        line.clear();
+        serde_json::to_writer(&mut line, &obj).expect("writing to memory");
+        line.push(b'\n');
+        out.write_all(&line).map_err(RowError::Write)?;
+    }
+    out.flush().map_err(RowError::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            format_from_content_type("application/x-ndjson; charset=utf-8"),
+            Some(Format::Ndjson)
+        );
+        assert_eq!(format_from_content_type("text/csv"), Some(Format::Csv));
+        assert_eq!(
+            format_from_content_type("application/json"),
+            Some(Format::Json)
+        );
+        assert_eq!(format_from_content_type("text/html"), None);
     }
 }

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::error::{Error, Result};
 use crate::record::{Hash, Item};
+use crate::source::Validators;
 
 /// Schema migrations, applied in order by `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
@@ -150,7 +151,7 @@ impl State {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, raw_seed, last_run_at, last_success_at, last_error
+                "SELECT id, raw_seed, last_run_at, last_success_at, last_error, etag, last_modified
                  FROM feeds WHERE name = ?1",
                 [name],
                 |r| {
@@ -160,6 +161,10 @@ impl State {
                         last_run_at: r.get(2)?,
                         last_success_at: r.get(3)?,
                         last_error: r.get(4)?,
+                        validators: Validators {
+                            etag: r.get(5)?,
+                            last_modified: r.get(6)?,
+                        },
                     })
                 },
             )
@@ -355,6 +360,8 @@ pub struct FeedInfo {
     pub last_run_at: Option<i64>,
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
+    /// The HTTP source's validators from its last completed read.
+    pub validators: Validators,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -588,6 +595,14 @@ impl Tx<'_> {
                AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))",
             params![feed_id, statuses, ids],
         )? as u64)
+    }
+
+    pub fn set_validators(&self, feed_id: i64, v: &Validators) -> Result<()> {
+        self.0.execute(
+            "UPDATE feeds SET etag = ?2, last_modified = ?3 WHERE id = ?1",
+            params![feed_id, v.etag, v.last_modified],
+        )?;
+        Ok(())
     }
 
     pub fn set_raw_seed(&self, feed_id: i64, seed: i64) -> Result<()> {

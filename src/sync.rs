@@ -17,7 +17,7 @@ use crate::config::{Config, Feed, Mode, Secrets};
 use crate::diff;
 use crate::error::{Error, Result, exit};
 use crate::format::Splitter;
-use crate::source::Source;
+use crate::source::{self, Opened, Source};
 use crate::state::{OutItem, Outcome, Queue, State, queue_size, status};
 use crate::target::{Response, SyncKind, Target, Verdict};
 
@@ -213,8 +213,13 @@ impl<'a> Jobs<'a> {
         bar.with_style(style).with_message(what.to_string())
     }
 
+    /// The one HTTP agent, made on first use, so connections are reused.
+    fn agent(&mut self) -> &ureq::Agent {
+        self.agent.get_or_insert_with(crate::target::agent)
+    }
+
     fn target(&mut self, feed: &Feed) -> Target {
-        let agent = self.agent.get_or_insert_with(crate::target::agent).clone();
+        let agent = self.agent().clone();
         Target::new(feed.target.clone(), self.secrets.clone(), agent)
     }
 
@@ -306,55 +311,80 @@ impl<'a> Jobs<'a> {
         plan: &Plan,
         report: &mut FeedReport,
     ) -> Result<()> {
-        let mut reading = None;
-        let mut records = if plan.no_reindex {
+        let info = self.state.feed_info(&feed.name)?;
+        let stored_seed = if plan.cleanup {
             None
         } else {
-            let source = Source::open(feed)?;
-            let bar = self.bar(source.size, &format!("{}: reading", feed.name), true);
-            let reader = Box::new(bar.wrap_read(source.reader));
-            reading = Some(bar);
-            Some(
-                Splitter::new(reader, source.format)
-                    .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))?,
-            )
+            info.as_ref().and_then(|f| f.raw_seed)
         };
-        let stored_seed = self.state.feed_info(&feed.name)?.and_then(|f| f.raw_seed);
+        let opened = if plan.no_reindex {
+            None
+        } else {
+            let agent = self.agent().clone();
+            let cx = source::Context {
+                agent: &agent,
+                // A full sync re-reads the source whatever its validators say.
+                validators: info.filter(|_| !plan.full).map(|i| i.validators),
+                workdir: self.config.dir(),
+            };
+            match Source::open(feed, &cx)? {
+                Opened::Unchanged => {
+                    log::info!("{}: the source is unchanged (HTTP 304)", feed.name);
+                    None
+                }
+                Opened::Stream(source) => Some(source),
+            }
+        };
+
+        let bar = opened
+            .as_ref()
+            .map(|s| self.bar(s.size, &format!("{}: reading", feed.name), true));
         let tx = self.state.write()?;
-        let result = (|| {
-            if plan.cleanup {
-                tx.forget_feed(feed_id)?;
-            }
-            if let Some(records) = records.as_mut() {
-                let opts = diff::Options {
-                    allow_deletes: plan.allow_deletes,
-                    now: clock::now_secs(),
-                    force: plan.force,
-                    ids: plan.ids.as_ref(),
-                };
-                let seed = if plan.cleanup { None } else { stored_seed };
-                report.collected = diff::collect(&tx, feed, feed_id, seed, records, &opts)?.records;
-            }
-            if plan.no_reindex {
-                let ids: Option<Vec<String>> =
-                    plan.ids.as_ref().map(|s| s.iter().cloned().collect());
-                let statuses: &[&str] = if plan.force || ids.is_some() {
-                    &status::ALL
-                } else {
-                    &[status::RETRY, status::FAILED]
-                };
-                tx.requeue(feed_id, statuses, ids.as_deref())?;
-            } else if plan.full && plan.ids.is_none() {
-                tx.requeue(feed_id, &[status::RETRY, status::FAILED], None)?;
-            }
-            Ok::<_, Error>(())
-        })();
-        if let Some(bar) = reading {
-            bar.finish_and_clear();
+        if plan.cleanup {
+            tx.forget_feed(feed_id)?;
         }
-        if let Err(e) = result {
-            tx.rollback()?;
-            return Err(e);
+        if let (Some(source), Some(bar)) = (opened, bar) {
+            let reader = Box::new(bar.wrap_read(source.reader));
+            let opts = diff::Options {
+                allow_deletes: plan.allow_deletes,
+                now: clock::now_secs(),
+                force: plan.force,
+                ids: plan.ids.as_ref(),
+            };
+            let collected = Splitter::new(reader, source.format)
+                .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))
+                .and_then(|mut records| {
+                    diff::collect(&tx, feed, feed_id, stored_seed, &mut records, &opts)
+                });
+            bar.finish_and_clear();
+            // The splitter (and with it the read end of any pipe) is gone, so
+            // a command or query thread can be waited for. Its failure is the
+            // root cause of a bad record it left behind, so it wins.
+            let ended = source.end.finish(collected.is_ok());
+            let validators = match (collected, ended) {
+                (_, Err(e)) | (Err(e), _) => {
+                    tx.rollback()?;
+                    return Err(e);
+                }
+                (Ok(c), Ok(v)) => {
+                    report.collected = c.records;
+                    v
+                }
+            };
+            if let Some(v) = validators {
+                tx.set_validators(feed_id, &v)?;
+            }
+        }
+        if plan.no_reindex {
+            let ids: Option<Vec<String>> = plan.ids.as_ref().map(|s| s.iter().cloned().collect());
+            let statuses: &[&str] = if plan.force || ids.is_some() {
+                &status::ALL
+            } else {
+                &[status::RETRY, status::FAILED]
+            };
+            tx.requeue(feed_id, statuses, ids.as_deref())?;
+        } else if plan.full && plan.ids.is_none() {
+            tx.requeue(feed_id, &[status::RETRY, status::FAILED], None)?;
         }
         let queue = Queue {
             feed_id,

@@ -227,8 +227,17 @@ fn close_hang_and_malformed() {
     rx.push(Behavior::Hang(Duration::from_secs(3)));
     rx.push(Behavior::Close);
     let mut hung = connect(&rx);
-    send_raw(&mut hung, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"");
+    send_raw(
+        &mut hung,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n",
+        b"{}",
+    );
+    let waiting = Instant::now();
     while rx.request_count() == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "never received"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // Other connections are served while one hangs.

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Map, Value};
 
-pub use receiver::{Behavior, Receiver};
+pub use receiver::{Behavior, Export, Receiver};
 
 /// The real Magento sample export: 1,994 products, HTML with newlines in
 /// quoted fields.

@@ -81,8 +81,20 @@ impl Request {
     }
 }
 
+/// A document served to GET requests, as a shop's export endpoint would.
+#[derive(Clone, Debug, Default)]
+pub struct Export {
+    pub body: String,
+    pub content_type: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
 #[derive(Default)]
 struct State {
+    export: Option<Export>,
+    /// One-shot (status, body) answers to GET requests, used first.
+    export_failures: VecDeque<(u16, String)>,
     default: Behavior,
     queue: VecDeque<Behavior>,
     requests: Vec<Request>,
@@ -179,6 +191,28 @@ impl Receiver {
         self.shared.state().queue.push_back(behavior);
     }
 
+    /// Serves `export` to GET requests from now on (with 304s for matching
+    /// `If-None-Match` / `If-Modified-Since`).
+    pub fn set_export(&self, export: Export) {
+        self.shared.state().export = Some(export);
+    }
+
+    /// Answers the next GET with this status and body instead.
+    pub fn fail_export(&self, status: u16, body: &str) {
+        self.shared
+            .state()
+            .export_failures
+            .push_back((status, body.to_string()));
+    }
+
+    /// The GET requests received so far.
+    pub fn gets(&self) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .collect()
+    }
+
     /// Every request received, including failed ones.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.state().requests.clone()
@@ -251,6 +285,19 @@ fn serve(stream: &TcpStream, sh: &Shared) {
         let keep_alive = !req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if req.method == "GET" {
+            let (status, headers, body) = {
+                let mut st = sh.state();
+                st.requests.push(req.clone());
+                export_answer(&mut st, &req)
+            };
+            if write_response(&mut writer, status, &headers, &body, keep_alive).is_err()
+                || !keep_alive
+            {
+                return;
+            }
+            continue;
+        }
         if !req.raw_body.is_empty() && req.body.is_null() {
             let body = r#"{"error":"body is not JSON"}"#;
             sh.state().requests.push(req);
@@ -309,6 +356,30 @@ fn answer(behavior: &Behavior, req: &Request) -> (u16, Vec<(String, String)>, St
         }
         Behavior::Results(results) => (200, vec![], json!({ "results": results }).to_string()),
     }
+}
+
+/// The answer to a GET: the export, a 304, or a queued failure.
+fn export_answer(st: &mut State, req: &Request) -> (u16, Vec<(String, String)>, String) {
+    if let Some((status, body)) = st.export_failures.pop_front() {
+        return (status, vec![], body);
+    }
+    let Some(e) = &st.export else {
+        return (404, vec![], r#"{"error":"no export"}"#.into());
+    };
+    let mut headers = vec![("Content-Type".to_string(), e.content_type.clone())];
+    if let Some(tag) = &e.etag {
+        headers.push(("ETag".into(), tag.clone()));
+    }
+    if let Some(lm) = &e.last_modified {
+        headers.push(("Last-Modified".into(), lm.clone()));
+    }
+    let same_tag = e.etag.is_some() && req.header("if-none-match") == e.etag.as_deref();
+    let same_date =
+        e.last_modified.is_some() && req.header("if-modified-since") == e.last_modified.as_deref();
+    if same_tag || same_date {
+        return (304, headers, String::new());
+    }
+    (200, headers, e.body.clone())
 }
 
 fn item_id(item: &Value) -> String {
@@ -482,6 +553,7 @@ fn write_response(
 ) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -492,8 +564,16 @@ fn write_response(
         503 => "Service Unavailable",
         _ => "Status",
     };
+    let typed = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
     let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        "HTTP/1.1 {status} {reason}\r\n{}Content-Length: {}\r\nConnection: {}\r\n",
+        if typed {
+            ""
+        } else {
+            "Content-Type: application/json\r\n"
+        },
         body.len(),
         if keep_alive { "keep-alive" } else { "close" }
     );

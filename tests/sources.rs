@@ -1,0 +1,324 @@
+//! Sources beyond files, each against a real local thing: an HTTP export
+//! with ETags on loopback, real shell commands, a real SQLite database; and
+//! incremental feeds.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn ndjson(rows: &[Value]) -> String {
+    rows.iter().map(|r| format!("{r}\n")).collect()
+}
+
+fn feed_config(receiver: &Receiver, feed: &str) -> String {
+    format!(
+        "[target]\nurl = \"{}\"\n\n[[feeds]]\nname = \"p\"\nkey = [\"sku\"]\n{feed}\n",
+        receiver.url("/in/{feed}")
+    )
+}
+
+fn posts(receiver: &Receiver) -> Vec<Request> {
+    receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect()
+}
+
+use common::receiver::Request;
+
+#[test]
+fn http_source_with_etag_sends_only_changes_and_304_costs_nothing() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.config(&feed_config(
+        &receiver,
+        &format!("source = \"{}\"", receiver.url("/export")),
+    ));
+    let v1 = ndjson(&[json!({"sku": "A", "p": 1}), json!({"sku": "B", "p": 2})]);
+    receiver.set_export(Export {
+        body: v1,
+        content_type: "application/x-ndjson; charset=utf-8".into(),
+        etag: Some("\"v1\"".into()),
+        last_modified: None,
+    });
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(
+        receiver.catalog("p").len(),
+        2,
+        "format from the content type"
+    );
+    assert_eq!(receiver.gets()[0].header("if-none-match"), None);
+
+    // Unchanged: a conditional GET, a 304, nothing read or sent.
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["feeds"][0]["collected"], 0);
+    assert_eq!(receiver.gets()[1].header("if-none-match"), Some("\"v1\""));
+    assert_eq!(posts(&receiver).len(), 1);
+
+    // Changed: only the change is sent.
+    receiver.set_export(Export {
+        body: ndjson(&[json!({"sku": "A", "p": 1}), json!({"sku": "B", "p": 3})]),
+        content_type: "application/x-ndjson".into(),
+        etag: Some("\"v2\"".into()),
+        last_modified: None,
+    });
+    env.run(&["sync"]).assert_code(0);
+    let last = posts(&receiver).pop().unwrap();
+    assert_eq!(last.items().len(), 1);
+    assert_eq!(last.items()[0]["id"], "B");
+
+    // A bad export is not remembered: the next GET still asks for v2's successor.
+    let before = env.dump();
+    receiver.set_export(Export {
+        body: "{\"sku\":\"A\"}\n{\"sku\":\n".into(),
+        content_type: "application/x-ndjson".into(),
+        etag: Some("\"v3\"".into()),
+        last_modified: None,
+    });
+    env.run(&["sync"]).assert_code(3);
+    assert_eq!(env.dump(), before);
+    env.run(&["sync"]).assert_code(3);
+    assert_eq!(
+        receiver.gets().last().unwrap().header("if-none-match"),
+        Some("\"v2\"")
+    );
+}
+
+#[test]
+fn http_source_last_modified_csv_and_errors() {
+    let receiver = Receiver::start();
+    let mut env = Env::new();
+    env.config(&feed_config(
+        &receiver,
+        &format!(
+            "source = \"{}\"\nsource_token_env = \"EXPORT_TOKEN\"",
+            receiver.url("/feeds/products?store=default")
+        ),
+    ));
+    let date = "Sun, 29 Nov 2026 10:00:00 GMT";
+    receiver.set_export(Export {
+        body: "sku,name\nA,\"two\nlines\"\n".into(),
+        content_type: "text/csv".into(),
+        etag: None,
+        last_modified: Some(date.into()),
+    });
+    // The credential variable must be set.
+    let run = env.run(&["sync"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("EXPORT_TOKEN"), "{}", run.stderr);
+
+    env.set_env("EXPORT_TOKEN", "exp-secret-42");
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p")["A"]["name"], "two\nlines");
+    let get = receiver.gets().pop().unwrap();
+    assert_eq!(get.header("authorization"), Some("Bearer exp-secret-42"));
+    assert_eq!(get.path, "/feeds/products?store=default");
+
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(
+        receiver.gets().pop().unwrap().header("if-modified-since"),
+        Some(date)
+    );
+
+    // A non-2xx answer: exit 3 with the URL, the status and the body.
+    receiver.fail_export(503, "{\"error\":\"export is being rebuilt\"}");
+    let run = env.run(&["sync"]);
+    run.assert_code(3);
+    for want in ["/feeds/products", "503", "export is being rebuilt"] {
+        assert!(run.stderr.contains(want), "{want}: {}", run.stderr);
+    }
+    // A resync ignores the validators and reads the source again.
+    env.run(&["resync", "--feed", "p"]).assert_code(0);
+    assert_eq!(
+        receiver.gets().pop().unwrap().header("if-modified-since"),
+        None
+    );
+}
+
+#[test]
+fn command_source_streams_stdout_and_reports_failures() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.write(
+        "export.ndjson",
+        &ndjson(&[json!({"sku": "A"}), json!({"sku": "B"})]),
+    );
+    env.config(&feed_config(
+        &receiver,
+        "command = \"cat export.ndjson\"\nformat = \"ndjson\"",
+    ));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(
+        receiver.catalog("p").len(),
+        2,
+        "runs in the config's folder"
+    );
+    let before = env.dump();
+    let sent = receiver.request_count();
+
+    for (command, want) in [
+        (
+            "cat export.ndjson; echo 'export failed: database is down' >&2; exit 3",
+            "exited with status 3: export failed: database is down",
+        ),
+        ("echo '{\"sku\":\"A\"}'; kill -9 $$", "killed by signal 9"),
+        // The command dies half-way through a record: its failure is the news.
+        (
+            "printf '{\"sku\":\"A\"}\\n{\"sku\"'; exit 1",
+            "exited with status 1",
+        ),
+        ("printf '{\"sku\":\"A\"}\\n{\"sku\"'", "line 2"),
+        ("no-such-exporter", "not found"),
+    ] {
+        env.config(&feed_config(
+            &receiver,
+            &format!(
+                "command = \"{}\"\nformat = \"ndjson\"",
+                command.replace('\\', "\\\\").replace('"', "\\\"")
+            ),
+        ));
+        let run = env.run(&["sync"]);
+        run.assert_code(3);
+        assert!(run.stderr.contains(want), "{command}: {}", run.stderr);
+        assert_eq!(env.dump(), before, "{command}");
+        assert_eq!(receiver.request_count(), sent, "{command}");
+    }
+}
+
+#[test]
+fn command_source_delivers_a_large_output_whole() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.config(
+        "[target]\nurl = \"file:out.ndjson\"\nbatch_size = 5000\n[[feeds]]\nname = \"p\"\nkey = [\"sku\"]\nformat = \"ndjson\"\n\
+         command = \"awk 'BEGIN { for (i = 0; i < 100000; i++) printf \\\"{\\\\\\\"sku\\\\\\\":\\\\\\\"S%d\\\\\\\",\\\\\\\"pad\\\\\\\":\\\\\\\"%0200d\\\\\\\"}\\\\n\\\", i, i }'\"\n",
+    );
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["feeds"][0]["sent"], 100_000);
+    drop(receiver);
+}
+
+#[test]
+fn sqlite_source_maps_types_and_opens_read_only() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    let shop = env.path("shop.db");
+    {
+        let db = rusqlite::Connection::open(&shop).unwrap();
+        db.execute_batch(
+            "CREATE TABLE products (sku TEXT, price REAL, qty INTEGER, note TEXT, img BLOB);
+             INSERT INTO products VALUES ('A', 1.5, 3, NULL, x'00ff10');
+             INSERT INTO products VALUES ('B', 2.0, 0, 'sale', NULL);",
+        )
+        .unwrap();
+    }
+    let hash_of = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let original = hash_of(&shop);
+    env.config(&feed_config(
+        &receiver,
+        "sqlite = \"shop.db\"\nquery = \"SELECT sku, price, qty, note, img FROM products ORDER BY sku\"",
+    ));
+    env.run(&["sync"]).assert_code(0);
+    let catalog = receiver.catalog("p");
+    assert_eq!(
+        catalog["A"],
+        json!({"sku": "A", "price": 1.5, "qty": 3, "note": null, "img": "AP8Q"})
+    );
+    assert_eq!(catalog["B"]["note"], "sale");
+    assert_eq!(catalog["B"]["price"], 2.0);
+    assert_eq!(hash_of(&shop), original, "the shop database is not written");
+
+    rusqlite::Connection::open(&shop)
+        .unwrap()
+        .execute("UPDATE products SET qty = 9 WHERE sku = 'B'", [])
+        .unwrap();
+    receiver.clear_requests();
+    env.run(&["sync"]).assert_code(0);
+    let sent: Vec<Value> = receiver.delivered_items();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["data"]["qty"], 9);
+
+    // Read-only: a query that writes fails; bad SQL names the database.
+    let before = env.dump();
+    for (query, want) in [
+        ("DELETE FROM products RETURNING sku", "readonly"),
+        ("SELECT * FROM nowhere", "no such table"),
+        ("SELECT sku, sku FROM products", "twice"),
+    ] {
+        env.config(&feed_config(
+            &receiver,
+            &format!("sqlite = \"shop.db\"\nquery = \"{query}\""),
+        ));
+        let run = env.run(&["sync"]);
+        run.assert_code(3);
+        assert!(run.stderr.contains("shop.db"), "{}", run.stderr);
+        assert!(
+            run.stderr.to_lowercase().contains(want),
+            "{query}: {}",
+            run.stderr
+        );
+        assert_eq!(env.dump(), before);
+    }
+    let rows: i64 = rusqlite::Connection::open(&shop)
+        .unwrap()
+        .query_row("SELECT count(*) FROM products", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[test]
+fn incremental_sources_delete_only_what_they_mark() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.config(&feed_config(
+        &receiver,
+        "source = \"changes.ndjson\"\nsnapshot = false\ndeleted_field = \"is_deleted\"",
+    ));
+    env.write(
+        "changes.ndjson",
+        &ndjson(&[
+            json!({"sku": "A", "p": 1}),
+            json!({"sku": "B", "p": 1}),
+            json!({"sku": "C", "p": 1}),
+        ]),
+    );
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+
+    // Only B changed: A and C are absent, which is not a deletion.
+    env.write("changes.ndjson", &ndjson(&[json!({"sku": "B", "p": 2})]));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+    assert_eq!(receiver.catalog("p")["B"]["p"], 2);
+
+    // Marked deleted, in any spelling; an unknown deleted item sends nothing.
+    env.write(
+        "changes.ndjson",
+        &ndjson(&[
+            json!({"sku": "A", "is_deleted": "Yes"}),
+            json!({"sku": "C", "is_deleted": 1}),
+            json!({"sku": "Z", "is_deleted": true}),
+        ]),
+    );
+    receiver.clear_requests();
+    let run = env.run(&["sync", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["feeds"][0]["deletes"], 2);
+    let catalog = receiver.catalog("p");
+    assert_eq!(catalog.keys().collect::<Vec<_>>(), ["B"]);
+    let ops: Vec<Value> = receiver
+        .delivered_items()
+        .iter()
+        .map(|i| i["op"].clone())
+        .collect();
+    assert_eq!(ops, [json!("delete"), json!("delete")]);
+
+    // A deleted item that comes back is an upsert again.
+    env.write("changes.ndjson", &ndjson(&[json!({"sku": "A", "p": 5})]));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p")["A"]["p"], 5);
+}
