@@ -154,7 +154,7 @@ fn product(seed: u64, i: u64, changed: u64) -> String {
         "allow_backorders": 0,
         "min_cart_qty": 1,
         "max_cart_qty": 10000,
-        "is_in_stock": r.next() % 10 != 0,
+        "is_in_stock": !r.next().is_multiple_of(10),
         "notify_on_stock_below": 1,
         "manage_stock": 1,
         "website_id": 0,
