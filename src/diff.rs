@@ -3,22 +3,29 @@
 //!
 //! Each record's raw bytes are hashed first. Bytes seen last time cannot
 //! hide a change, so such a record is settled without parsing; only records
-//! with new bytes are decoded, keyed and compared by canonical hash. Per item
+//! with new bytes are parsed, keyed and compared by canonical hash. Per item
 //! the diff keeps a rowid, a raw hash and a seen bit in memory; everything
 //! else stays in SQLite.
 //!
-//! The caller runs this inside one write transaction and commits only when
-//! it returns Ok, so a bad record or a tripped guard leaves the state as it
-//! was.
+//! The work runs as a pipeline: one thread splits the source into chunks of
+//! records, worker threads hash and parse them, and the calling thread
+//! applies the results to the state in source order (SQLite wants one
+//! writer). The caller runs this inside one write transaction and commits
+//! only when it returns Ok, so a bad record or a tripped guard leaves the
+//! state as it was.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::Feed;
 use crate::error::{Error, Result};
-use crate::format::{RawRecord, Splitter};
-use crate::record::{Rules, raw_hash};
+use crate::format::{Decoder, SplitError, Splitter};
+use crate::record::{Hash, Item, Rules, raw_hash};
+use crate::spool::Spool;
 use crate::state::{Slot, Tx};
 
 /// What one collect found.
@@ -39,16 +46,68 @@ pub struct Options<'a> {
     /// Only these ids, each queued whatever its hash (`resync --by-ids`);
     /// no deletions are inferred for the others.
     pub ids: Option<&'a HashSet<String>>,
+    /// Keep each pending item's data in the state (`keep_data`, legacy
+    /// feeds) rather than in the spool.
+    pub store_data: bool,
 }
 
-/// Reads every record of `records` and brings the feed's items up to date.
+/// Records per chunk, and bytes per chunk, handed to a worker at a time.
+const CHUNK_RECORDS: usize = 2048;
+const CHUNK_BYTES: usize = 2 << 20;
+
+/// A run of records copied out of the source.
+struct Chunk {
+    seq: u64,
+    bytes: Vec<u8>,
+    records: Vec<Record>,
+    /// The stream ended (or failed) after these records.
+    end: Option<std::result::Result<(), SplitError>>,
+}
+
+struct Record {
+    start: usize,
+    len: usize,
+    line: u64,
+    offset: u64,
+}
+
+/// What a worker made of one record.
+enum Outcome {
+    /// Bytes seen last time, at this slot.
+    Unchanged(u32),
+    Parsed(Hash, Item, Option<String>),
+    Bad(String),
+}
+
+/// A map keyed by the low half of a raw hash, which is already uniformly
+/// spread, so it needs no hashing of its own.
+type RawIndex = HashMap<u64, u32, BuildHasherDefault<Identity>>;
+
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Reads every record of `records` and brings the feed's items up to date;
+/// the data of items that become pending goes to `spool`.
 pub fn collect(
     tx: &Tx<'_>,
     feed: &Feed,
     feed_id: i64,
     stored_seed: Option<i64>,
-    records: &mut Splitter,
+    records: Splitter,
     opts: &Options<'_>,
+    spool: &mut Spool,
 ) -> Result<Collected> {
     let rules = Rules::new(feed);
     let decoder = records.decoder();
@@ -59,127 +118,355 @@ pub fn collect(
     };
     let slots = tx.slots(feed_id)?;
     // Raw hashes are only comparable under the same seed, and only worth
-    // looking up when an unchanged record may be skipped.
+    // looking up when an unchanged record may be skipped. An item still
+    // waiting for its data is looked at in full, to pass its data along.
     let skip_unchanged = !opts.force && opts.ids.is_none();
-    let by_raw: HashMap<u128, u32> = if skip_unchanged && stored_seed == Some(seed as i64) {
-        slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.deleted)
-            .filter_map(|(i, s)| s.raw_hash.map(|h| (h, i as u32)))
-            .collect()
-    } else {
-        HashMap::new()
+    let mut index = RawIndex::default();
+    if skip_unchanged && stored_seed == Some(seed as i64) {
+        index.reserve(slots.len());
+        let mut clashes = Vec::new();
+        for (i, s) in slots.iter().enumerate() {
+            if let Some(h) = s.raw_hash().filter(|_| !s.deleted() && !s.needs_data())
+                && index.insert(h as u64, i as u32).is_some()
+            {
+                clashes.push(h as u64);
+            }
+        }
+        // Two items sharing the low half: let both be parsed.
+        for c in clashes {
+            index.remove(&c);
+        }
+    }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let apply = Apply {
+        tx,
+        feed,
+        feed_id,
+        opts,
+        slots: &slots,
+        seen: vec![false; slots.len()],
+        // Rows above this were inserted by this collect.
+        max_rowid: tx.max_rowid()?,
+        found: HashSet::new(),
+        out: Collected::default(),
     };
-    let mut seen = vec![false; slots.len()];
-    // Rows above this were inserted by this collect.
-    let max_rowid = tx.max_rowid()?;
-    let place = |r: &RawRecord<'_>, n: u64| {
+
+    let mut apply = std::thread::scope(|scope| -> Result<Apply<'_, '_>> {
+        let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(workers * 2);
+        let (done_tx, done_rx) = sync_channel::<(Chunk, Vec<Outcome>)>(workers * 2);
+        scope.spawn(move || split(records, chunk_tx));
+        // Shared by the workers; when the last one stops, the splitter's
+        // next send fails and it stops too.
+        let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+        for _ in 0..workers {
+            let (chunk_rx, done_tx) = (Arc::clone(&chunk_rx), done_tx.clone());
+            let (index, slots, rules, decoder) = (&index, &slots, &rules, &decoder);
+            scope.spawn(move || {
+                let work = Work {
+                    index,
+                    slots,
+                    rules,
+                    decoder: decoder.clone(),
+                    seed,
+                };
+                work.run(&chunk_rx, done_tx)
+            });
+        }
+        drop((chunk_rx, done_tx));
+        in_order(done_rx, apply, spool)
+    })?;
+
+    if let Some(ids) = opts.ids {
+        apply.missing_ids(ids)?;
+    } else if feed.snapshot {
+        apply.deletions()?;
+    }
+    tx.set_raw_seed(feed_id, seed as i64)?;
+    Ok(apply.out)
+}
+
+/// The splitting thread: copies records into chunks for the workers.
+fn split(mut records: Splitter, out: SyncSender<Chunk>) {
+    for seq in 0.. {
+        let mut chunk = Chunk {
+            seq,
+            bytes: Vec::with_capacity(CHUNK_BYTES + 64 * 1024),
+            records: Vec::with_capacity(CHUNK_RECORDS),
+            end: None,
+        };
+        while chunk.records.len() < CHUNK_RECORDS && chunk.bytes.len() < CHUNK_BYTES {
+            match records.next_record() {
+                Ok(Some(r)) => {
+                    chunk.records.push(Record {
+                        start: chunk.bytes.len(),
+                        len: r.bytes.len(),
+                        line: r.line,
+                        offset: r.offset,
+                    });
+                    chunk.bytes.extend_from_slice(r.bytes);
+                }
+                Ok(None) => {
+                    chunk.end = Some(Ok(()));
+                    break;
+                }
+                Err(e) => {
+                    chunk.end = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        let last = chunk.end.is_some();
+        if out.send(chunk).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// A worker: hashes records, and parses those whose bytes are new.
+struct Work<'a> {
+    index: &'a RawIndex,
+    slots: &'a [Slot],
+    rules: &'a Rules,
+    decoder: Decoder,
+    seed: u64,
+}
+
+impl Work<'_> {
+    fn run(&self, chunks: &Mutex<Receiver<Chunk>>, done: SyncSender<(Chunk, Vec<Outcome>)>) {
+        loop {
+            let next = chunks.lock().map(|rx| rx.recv());
+            let Ok(Ok(chunk)) = next else { return };
+            let mut outcomes = Vec::with_capacity(chunk.records.len());
+            for r in &chunk.records {
+                let bytes = &chunk.bytes[r.start..r.start + r.len];
+                let raw = raw_hash(bytes, self.seed);
+                let known = self
+                    .index
+                    .get(&(raw as u64))
+                    .copied()
+                    .filter(|&slot| self.slots[slot as usize].raw_hash() == Some(raw));
+                let outcome = match known {
+                    Some(slot) => Outcome::Unchanged(slot),
+                    None => match self.decoder.item(bytes, self.rules) {
+                        Ok((item, data)) => Outcome::Parsed(raw, item, data),
+                        Err(why) => Outcome::Bad(why),
+                    },
+                };
+                let bad = matches!(outcome, Outcome::Bad(_));
+                outcomes.push(outcome);
+                if bad {
+                    break; // the collect stops at the first bad record
+                }
+            }
+            if done.send((chunk, outcomes)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Feeds the workers' results to `apply` in source order.
+fn in_order<'t, 'c>(
+    done: Receiver<(Chunk, Vec<Outcome>)>,
+    mut apply: Apply<'t, 'c>,
+    spool: &mut Spool,
+) -> Result<Apply<'t, 'c>> {
+    let mut waiting = BTreeMap::new();
+    let mut next = 0u64;
+    for (chunk, outcomes) in done {
+        waiting.insert(chunk.seq, (chunk, outcomes));
+        while let Some((chunk, outcomes)) = waiting.remove(&next) {
+            next += 1;
+            apply.chunk(&chunk, outcomes, spool)?;
+            match chunk.end {
+                Some(Ok(())) => return Ok(apply),
+                Some(Err(e)) => {
+                    return Err(Error::source(format!(
+                        "{}: {e}",
+                        apply.feed.source.describe()
+                    )));
+                }
+                None => {}
+            }
+        }
+    }
+    Err(Error::source(format!(
+        "{}: reading stopped unexpectedly",
+        apply.feed.source.describe()
+    )))
+}
+
+/// The state side of the diff: runs on the calling thread, in order.
+struct Apply<'t, 'c> {
+    tx: &'t Tx<'c>,
+    feed: &'t Feed,
+    feed_id: i64,
+    opts: &'t Options<'t>,
+    slots: &'t [Slot],
+    seen: Vec<bool>,
+    max_rowid: i64,
+    found: HashSet<String>,
+    out: Collected,
+}
+
+impl Apply<'_, '_> {
+    fn chunk(&mut self, chunk: &Chunk, outcomes: Vec<Outcome>, spool: &mut Spool) -> Result<()> {
+        for (r, outcome) in chunk.records.iter().zip(outcomes) {
+            self.out.records += 1;
+            let bytes = &chunk.bytes[r.start..r.start + r.len];
+            match outcome {
+                Outcome::Unchanged(slot) => self.mark_seen(slot as usize, r)?,
+                Outcome::Parsed(raw, item, data) => {
+                    let data = match &data {
+                        Some(d) => d.as_bytes(),
+                        None => bytes,
+                    };
+                    self.parsed(r, raw, item, data, spool)?;
+                }
+                Outcome::Bad(why) => {
+                    return Err(Error::source(format!("{}: {why}", self.place(r))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn place(&self, r: &Record) -> String {
         format!(
-            "{}: record {n} (line {}, byte {})",
-            feed.source.describe(),
+            "{}: record {} (line {}, byte {})",
+            self.feed.source.describe(),
+            self.out.records,
             r.line,
             r.offset
         )
-    };
+    }
 
-    let mut out = Collected::default();
-    let mut found: HashSet<String> = HashSet::new();
-    loop {
-        let rec = match records.next_record() {
-            Ok(Some(r)) => r,
-            Ok(None) => break,
-            Err(e) => return Err(Error::source(format!("{}: {e}", feed.source.describe()))),
-        };
-        out.records += 1;
-        let n = out.records;
-        let raw = raw_hash(rec.bytes, seed);
-        if let Some(&slot) = by_raw.get(&raw) {
-            mark_seen(tx, &mut seen, slot as usize, &slots, || place(&rec, n))?;
-            continue;
+    fn duplicate(&self, r: &Record, id: &str) -> Error {
+        Error::source(format!("{}: duplicate key `{id}`", self.place(r)))
+    }
+
+    fn mark_seen(&mut self, slot: usize, r: &Record) -> Result<()> {
+        if std::mem::replace(&mut self.seen[slot], true) {
+            let id = self.tx.item_id(self.slots[slot].rowid)?;
+            return Err(self.duplicate(r, &id));
         }
-        let item = decoder
-            .decode(rec.bytes)
-            .and_then(|d| rules.item(d))
-            .map_err(|why| Error::source(format!("{}: {why}", place(&rec, n))))?;
-        if let Some(ids) = opts.ids {
+        Ok(())
+    }
+
+    /// The data of an item that is pending now: kept in the state with
+    /// `store_data`, else spooled for this run's deliveries.
+    fn stash(&self, rowid: i64, data: &[u8], spool: &mut Spool) -> Result<()> {
+        if self.opts.store_data {
+            return Ok(());
+        }
+        spool
+            .push(rowid, data)
+            .map_err(|e| Error::State(format!("spool file: {e}")))
+    }
+
+    fn parsed(
+        &mut self,
+        r: &Record,
+        raw: Hash,
+        item: Item,
+        data: &[u8],
+        spool: &mut Spool,
+    ) -> Result<()> {
+        if let Some(ids) = self.opts.ids {
             if !ids.contains(&item.id) {
-                continue;
+                return Ok(());
             }
-            found.insert(item.id.clone());
+            self.found.insert(item.id.clone());
         }
-        let known = if slots.is_empty() {
+        let now = self.opts.now;
+        // Valid JSON is valid UTF-8; CSV data was built as a String.
+        let text = std::str::from_utf8(data).map_err(|e| Error::source(e.to_string()))?;
+        let stored = self.opts.store_data.then_some(text);
+        let known = if self.slots.is_empty() {
             None // a first collect has nothing to compare with
         } else {
-            tx.find(feed_id, &item.id)?
+            self.tx.find(self.feed_id, &item.id)?
         };
         let Some(known) = known else {
             if item.deleted {
-                continue; // deleting what the target never had
+                return Ok(()); // deleting what the target never had
             }
-            if !tx.insert(feed_id, &item, raw, opts.now)? {
-                return Err(Error::source(format!(
-                    "{}: duplicate key `{}`",
-                    place(&rec, n),
-                    item.id
-                )));
-            }
-            out.changed += 1;
-            continue;
+            let rowid = self
+                .tx
+                .insert(self.feed_id, &item, raw, now, stored)?
+                .ok_or_else(|| self.duplicate(r, &item.id))?;
+            self.stash(rowid, data, spool)?;
+            self.out.changed += 1;
+            return Ok(());
         };
-        if known.rowid > max_rowid {
-            return Err(Error::source(format!(
-                "{}: duplicate key `{}`",
-                place(&rec, n),
-                item.id
-            )));
+        if known.rowid > self.max_rowid {
+            return Err(self.duplicate(r, &item.id));
         }
-        let slot = slots
+        let slot = self
+            .slots
             .binary_search_by_key(&known.rowid, |s| s.rowid)
             .map_err(|_| Error::State(format!("state file: item {} has no slot", item.id)))?;
-        mark_seen(tx, &mut seen, slot, &slots, || place(&rec, n))?;
+        self.mark_seen(slot, r)?;
+        let skip_unchanged = !self.opts.force && self.opts.ids.is_none();
         if item.deleted {
             if !known.deleted {
-                tx.tombstone(known.rowid, opts.now)?;
-                out.changed += 1;
+                self.tx.tombstone(known.rowid, now)?;
+                self.out.changed += 1;
             }
         } else if skip_unchanged && !known.deleted && known.hash == item.hash {
-            let data = (known.has_data).then_some(item.data.as_str());
-            tx.touch(known.rowid, raw, data)?;
+            // Same content in other bytes: remember the bytes. Stored data is
+            // kept current; a pending item without data gets it passed along.
+            self.tx
+                .touch(known.rowid, raw, known.has_data.then_some(text))?;
+            if known.pending && !known.has_data {
+                self.stash(known.rowid, data, spool)?;
+            }
         } else {
-            tx.change(known.rowid, &item, raw, opts.now)?;
-            out.changed += 1;
+            self.tx.change(known.rowid, &item, raw, now, stored)?;
+            self.stash(known.rowid, data, spool)?;
+            self.out.changed += 1;
         }
+        Ok(())
     }
 
-    if let Some(ids) = opts.ids {
-        // Asked for by id but not in the source: send what the state knows.
-        for id in ids.difference(&found) {
-            match tx.find(feed_id, id)? {
-                Some(k) if !k.deleted => tx.tombstone(k.rowid, opts.now)?,
+    /// `--by-ids` asked for items the source does not have: send what the
+    /// state knows of them.
+    fn missing_ids(&mut self, ids: &HashSet<String>) -> Result<()> {
+        for id in ids.difference(&self.found) {
+            match self.tx.find(self.feed_id, id)? {
+                Some(k) if !k.deleted => self.tx.tombstone(k.rowid, self.opts.now)?,
                 Some(_) => {
                     let id = std::slice::from_ref(id);
-                    tx.requeue(feed_id, &crate::state::status::ALL, Some(id))?;
+                    let all = &crate::state::status::ALL;
+                    self.tx.requeue(self.feed_id, all, Some(id), false)?;
                 }
                 None => {
-                    log::warn!("{}: no item `{id}` in the source or the state", feed.name);
+                    log::warn!(
+                        "{}: no item `{id}` in the source or the state",
+                        self.feed.name
+                    );
                     continue;
                 }
             }
-            out.changed += 1;
+            self.out.changed += 1;
         }
-        return Ok(out);
+        Ok(())
     }
-    if feed.snapshot {
-        let gone: Vec<i64> = slots
+
+    /// A snapshot's live items that were not read are deleted, unless that
+    /// is more than the mass-delete guard allows.
+    fn deletions(&mut self) -> Result<()> {
+        let gone: Vec<i64> = self
+            .slots
             .iter()
-            .zip(&seen)
-            .filter(|(s, seen)| !s.deleted && !**seen)
+            .zip(&self.seen)
+            .filter(|(s, seen)| !s.deleted() && !**seen)
             .map(|(s, _)| s.rowid)
             .collect();
-        let live = slots.iter().filter(|s| !s.deleted).count() as u64;
+        let live = self.slots.iter().filter(|s| !s.deleted()).count() as u64;
+        let feed = self.feed;
         let allowed = feed.max_deletes.allowed(live);
-        if gone.len() as u64 > allowed && !opts.allow_deletes {
+        if gone.len() as u64 > allowed && !self.opts.allow_deletes {
             return Err(Error::DeleteGuard(format!(
                 "the export would delete {} of {live} items, more than max_deletes ({}) allows; \
                  nothing was sent. If the deletions are real, run `feedsync sync --feed {} --allow-deletes`",
@@ -189,25 +476,10 @@ pub fn collect(
             )));
         }
         for rowid in &gone {
-            tx.tombstone(*rowid, opts.now)?;
+            self.tx.tombstone(*rowid, self.opts.now)?;
         }
-        out.deleted = gone.len() as u64;
-        out.changed += out.deleted;
+        self.out.deleted = gone.len() as u64;
+        self.out.changed += self.out.deleted;
+        Ok(())
     }
-    tx.set_raw_seed(feed_id, seed as i64)?;
-    Ok(out)
-}
-
-fn mark_seen(
-    tx: &Tx<'_>,
-    seen: &mut [bool],
-    slot: usize,
-    slots: &[Slot],
-    place: impl Fn() -> String,
-) -> Result<()> {
-    if std::mem::replace(&mut seen[slot], true) {
-        let id = tx.item_id(slots[slot].rowid)?;
-        return Err(Error::source(format!("{}: duplicate key `{id}`", place())));
-    }
-    Ok(())
 }

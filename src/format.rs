@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::config::Format;
+use crate::record::{Item, Rules};
 
 /// One record as it stands in the source.
 #[derive(Debug, Clone, Copy)]
@@ -57,36 +58,13 @@ pub enum Decoder {
     Csv(Arc<[String]>),
 }
 
-/// A decoded record: the object and the JSON text to send for it.
-#[derive(Debug)]
-pub struct Decoded {
-    pub value: Value,
-    /// The record as JSON text. For JSON formats these are the source's own
-    /// bytes, passed through untouched; for CSV, the object serialized.
-    pub data: String,
-    /// `data` is `value` serialized with sorted keys, so it is already the
-    /// canonical form when nothing is excluded or sorted.
-    pub data_is_canonical: bool,
-}
-
 impl Decoder {
-    pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, String> {
+    /// Builds a record's item. Also returns the JSON text to send for it
+    /// when that is not the record's own bytes: JSON records travel as the
+    /// source wrote them, CSV rows as a JSON object of strings.
+    pub fn item(&self, bytes: &[u8], rules: &Rules) -> Result<(Item, Option<String>), String> {
         match self {
-            Decoder::Json => {
-                let value: Value = serde_json::from_slice(bytes).map_err(json_reason)?;
-                if !value.is_object() {
-                    return Err("not a JSON object".into());
-                }
-                // serde_json has validated the bytes, including UTF-8.
-                let data = std::str::from_utf8(bytes)
-                    .map_err(|e| e.to_string())?
-                    .to_string();
-                Ok(Decoded {
-                    value,
-                    data,
-                    data_is_canonical: false,
-                })
-            }
+            Decoder::Json => Ok((rules.from_json(bytes)?, None)),
             Decoder::Csv(header) => {
                 let mut fields = Vec::with_capacity(header.len());
                 split_csv_fields(bytes, &mut fields)?;
@@ -104,12 +82,8 @@ impl Decoder {
                     map.insert(name.clone(), Value::String(s));
                 }
                 let value = Value::Object(map);
-                let data = value.to_string();
-                Ok(Decoded {
-                    value,
-                    data,
-                    data_is_canonical: true,
-                })
+                let item = rules.from_value(&value)?;
+                Ok((item, Some(value.to_string())))
             }
         }
     }
@@ -128,25 +102,6 @@ impl Decoder {
                 v
             }
         }
-    }
-}
-
-/// serde_json's message without its "at line 1 column N" tail, which would
-/// be relative to the record, with the column kept.
-fn json_reason(e: serde_json::Error) -> String {
-    let msg = e.to_string();
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
-    };
-    if e.line() > 1 {
-        format!(
-            "{msg} (line {} column {} of the record)",
-            e.line(),
-            e.column()
-        )
-    } else {
-        format!("{msg} (column {})", e.column())
     }
 }
 
@@ -666,6 +621,17 @@ impl Buffer {
 mod tests {
     use super::*;
 
+    /// A CSV record as the JSON object that would be sent.
+    fn decode(dec: &Decoder, bytes: &[u8]) -> Result<Value, String> {
+        let key = match dec {
+            Decoder::Csv(h) => h[0].clone(),
+            Decoder::Json => "sku".into(),
+        };
+        let rules = Rules::build(vec![key], vec![], vec![], None);
+        let (_, data) = dec.item(bytes, &rules)?;
+        Ok(serde_json::from_str(&data.unwrap()).unwrap())
+    }
+
     fn split(format: Format, text: &str) -> Result<Vec<(String, u64)>, String> {
         let mut s = Splitter::new(Box::new(io::Cursor::new(text.as_bytes().to_vec())), format)
             .map_err(|e| e.to_string())?;
@@ -693,11 +659,11 @@ mod tests {
         let dec = s.decoder();
         let r = s.next_record().unwrap().unwrap();
         assert_eq!(r.line, 2);
-        let v = dec.decode(r.bytes).unwrap().value;
+        let v = decode(&dec, r.bytes).unwrap();
         assert_eq!(v["desc"], "line one\nline \"two\"");
         let r = s.next_record().unwrap().unwrap();
         assert_eq!(r.line, 4);
-        assert_eq!(dec.decode(r.bytes).unwrap().value["sku"], "B");
+        assert_eq!(decode(&dec, r.bytes).unwrap()["sku"], "B");
         assert!(s.next_record().unwrap().is_none());
     }
 
@@ -710,8 +676,8 @@ mod tests {
     #[test]
     fn csv_field_count_must_match_header() {
         let dec = Decoder::Csv(Arc::from(vec!["a".to_string(), "b".to_string()]));
-        assert!(dec.decode(b"1,2,3").unwrap_err().contains("3 fields"));
-        assert_eq!(dec.decode(b"1,").unwrap().value["b"], "");
+        assert!(decode(&dec, b"1,2,3").unwrap_err().contains("3 fields"));
+        assert_eq!(decode(&dec, b"1,").unwrap()["b"], "");
     }
 
     #[test]

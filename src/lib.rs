@@ -18,6 +18,7 @@ pub mod record;
 pub mod report;
 pub mod schedule;
 pub mod source;
+pub mod spool;
 pub mod state;
 pub mod stop;
 pub mod sync;

@@ -1,17 +1,26 @@
-//! From a decoded record to an item: its key and id, its canonical hash,
-//! and whether an incremental source marks it deleted.
+//! From a record to an item: its key and id, its canonical hash, and
+//! whether an incremental source marks it deleted.
 //!
-//! The canonical hash is what decides "changed": object keys sorted, the
-//! `hash_exclude` fields removed, the `sort_arrays` arrays sorted. Equal
-//! content gives an equal hash whatever the key order in the source.
+//! The canonical hash is what decides "changed": a hash over the record's
+//! content with object keys sorted, the `hash_exclude` fields left out and
+//! the `sort_arrays` arrays sorted, so equal content hashes alike whatever
+//! the key order or spacing in the source. Every value is hashed with a
+//! tag for its type, and containers hash their members' hashes.
+//!
+//! JSON records are hashed while serde_json parses them, without building
+//! a `Value` tree: parsing dominates the cost of a first sync, and the tree
+//! would only be thrown away. CSV records arrive as a `Value` and are
+//! hashed by walking it with the same scheme, so a CSV row and a JSON
+//! object with equal content hash alike.
 
-use std::io;
+use std::borrow::Cow;
+use std::fmt;
 
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::{Xxh3, xxh3_128_with_seed};
 
 use crate::config::Feed;
-use crate::format::Decoded;
 
 /// A 128-bit content hash. Wide enough that a collision is not a concern
 /// for "never miss a change".
@@ -28,15 +37,6 @@ pub fn raw_hash(bytes: &[u8], seed: u64) -> Hash {
     xxh3_128_with_seed(bytes, seed)
 }
 
-/// What a feed's config says about reading its items.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    key: Vec<String>,
-    exclude: Vec<String>,
-    sort_arrays: Vec<String>,
-    deleted_field: Option<String>,
-}
-
 /// One item read from a source.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -44,133 +44,415 @@ pub struct Item {
     /// The key fields, flat under their configured names, as JSON text.
     pub key: String,
     pub hash: Hash,
-    /// The record as JSON text.
-    pub data: String,
     /// An incremental source marked this item deleted.
     pub deleted: bool,
 }
 
+/// What a feed's config says about reading its items, compiled into a tree
+/// of the dotted paths it names.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    key: Vec<String>,
+    exclude: Vec<String>,
+    sort_arrays: Vec<String>,
+    deleted_field: Option<String>,
+    root: Node,
+}
+
+/// A place in the record that a rule names.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    children: Vec<(String, Node)>,
+    exclude: bool,
+    sort: bool,
+    key: Option<usize>,
+    deleted: bool,
+}
+
+impl Node {
+    fn child(&self, name: &str) -> Option<&Node> {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+    }
+
+    fn at(&mut self, path: &str) -> &mut Node {
+        path.split('.').fold(self, |node, part| {
+            let i = match node.children.iter().position(|(n, _)| n == part) {
+                Some(i) => i,
+                None => {
+                    node.children.push((part.to_string(), Node::default()));
+                    node.children.len() - 1
+                }
+            };
+            &mut node.children[i].1
+        })
+    }
+}
+
 impl Rules {
     pub fn new(feed: &Feed) -> Rules {
+        Rules::build(
+            feed.key.clone(),
+            feed.hash_exclude.clone(),
+            feed.sort_arrays.clone(),
+            (!feed.snapshot).then(|| feed.deleted_field.clone()),
+        )
+    }
+
+    pub(crate) fn build(
+        key: Vec<String>,
+        exclude: Vec<String>,
+        sort_arrays: Vec<String>,
+        deleted_field: Option<String>,
+    ) -> Rules {
+        let mut root = Node::default();
+        for (i, k) in key.iter().enumerate() {
+            root.at(k).key = Some(i);
+        }
+        for p in &exclude {
+            root.at(p).exclude = true;
+        }
+        for p in &sort_arrays {
+            root.at(p).sort = true;
+        }
+        if let Some(d) = &deleted_field {
+            root.at(d).deleted = true;
+        }
         Rules {
-            key: feed.key.clone(),
-            exclude: feed.hash_exclude.clone(),
-            sort_arrays: feed.sort_arrays.clone(),
-            deleted_field: (!feed.snapshot).then(|| feed.deleted_field.clone()),
+            key,
+            exclude,
+            sort_arrays,
+            deleted_field,
+            root,
         }
     }
 
     /// The parts of the config that change what a record's bytes mean.
     pub fn fingerprint(&self) -> String {
         format!(
-            "key={:?};exclude={:?};sort={:?};deleted={:?}",
+            "hash=v2;key={:?};exclude={:?};sort={:?};deleted={:?}",
             self.key, self.exclude, self.sort_arrays, self.deleted_field
         )
     }
 
-    /// Builds the item, or says why the record is bad.
-    pub fn item(&self, decoded: Decoded) -> Result<Item, String> {
-        let Decoded {
-            mut value,
-            data,
-            data_is_canonical,
-        } = decoded;
+    /// Parses a JSON object record and builds its item, or says why the
+    /// record is bad.
+    pub fn from_json(&self, bytes: &[u8]) -> Result<Item, String> {
+        let mut caps = Captures::new(self.key.len());
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let hash = Walk {
+            node: Some(&self.root),
+            caps: &mut caps,
+            top: true,
+        }
+        .deserialize(&mut de)
+        .and_then(|h| de.end().map(|_| h))
+        .map_err(json_reason)?;
+        self.finish(hash, caps)
+    }
+
+    /// Builds the item of a record already decoded into a JSON object.
+    pub fn from_value(&self, value: &Value) -> Result<Item, String> {
+        if !value.is_object() {
+            return Err("not a JSON object".into());
+        }
+        let mut caps = Captures::new(self.key.len());
+        let hash = walk_value(value, Some(&self.root), &mut caps);
+        self.finish(hash, caps)
+    }
+
+    fn finish(&self, hash: Hash, caps: Captures) -> Result<Item, String> {
         let mut key = Map::new();
         let mut id = String::new();
-        for (i, field) in self.key.iter().enumerate() {
-            let v = match lookup(&value, field) {
+        for (i, (field, v)) in self.key.iter().zip(caps.keys).enumerate() {
+            let v = match v {
                 None | Some(Value::Null) => return Err(format!("key field `{field}` is missing")),
-                Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => v,
-                Some(_) => {
+                Some(Value::Array(_) | Value::Object(_)) => {
                     return Err(format!(
                         "key field `{field}` is an object or an array, not a value"
                     ));
                 }
+                Some(v) => v,
             };
             if i > 0 {
                 id.push('/');
             }
-            match v {
+            match &v {
                 Value::String(s) => encode_id_part(s, &mut id),
                 other => encode_id_part(&other.to_string(), &mut id),
             }
-            key.insert(field.clone(), v.clone());
+            key.insert(field.clone(), v);
         }
-        let deleted = match &self.deleted_field {
-            Some(f) => lookup(&value, f).is_some_and(is_true),
-            None => false,
-        };
-        let hash = if data_is_canonical && self.exclude.is_empty() && self.sort_arrays.is_empty() {
-            xxh3_128_with_seed(data.as_bytes(), 0)
-        } else {
-            for path in &self.exclude {
-                remove(&mut value, path);
-            }
-            for path in &self.sort_arrays {
-                if let Some(Value::Array(a)) = lookup_mut(&mut value, path) {
-                    sort_canonically(a);
-                }
-            }
-            canonical_hash(&value)
-        };
         Ok(Item {
             id,
             key: Value::Object(key).to_string(),
             hash,
-            data,
-            deleted,
+            deleted: caps.deleted.as_ref().is_some_and(is_true),
         })
     }
 }
 
-/// Hashes the value's JSON with sorted keys (serde_json's map is ordered),
-/// streaming into the hasher instead of building a string.
-pub fn canonical_hash(value: &Value) -> Hash {
-    struct Sink(Xxh3);
-    impl io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.update(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut sink = Sink(Xxh3::new());
-    serde_json::to_writer(&mut sink, value).expect("writing to a hasher cannot fail");
-    sink.0.digest128()
+/// Values the rules ask for, picked up while hashing.
+struct Captures {
+    keys: Vec<Option<Value>>,
+    deleted: Option<Value>,
 }
 
-fn sort_canonically(a: &mut [Value]) {
-    let mut keyed: Vec<(String, Value)> = a
-        .iter_mut()
-        .map(|v| {
-            let v = v.take();
-            (v.to_string(), v)
-        })
-        .collect();
-    keyed.sort_by(|x, y| x.0.cmp(&y.0));
-    for (slot, (_, v)) in a.iter_mut().zip(keyed) {
-        *slot = v;
+impl Captures {
+    fn new(keys: usize) -> Captures {
+        Captures {
+            keys: vec![None; keys],
+            deleted: None,
+        }
+    }
+
+    /// Records `v` if `node` is a key field or the deleted field.
+    fn take(&mut self, node: Option<&Node>, v: impl FnOnce() -> Value) {
+        if let Some(n) = node
+            && (n.key.is_some() || n.deleted)
+        {
+            let v = v();
+            if let Some(i) = n.key {
+                self.keys[i] = Some(v.clone());
+            }
+            if n.deleted {
+                self.deleted = Some(v);
+            }
+        }
     }
 }
 
-/// `a.b.c` walks nested objects; a dot always means a path.
-fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.').try_fold(value, |v, part| v.get(part))
+// The hashing scheme: a seed per type keeps the domains apart.
+const NULL: u64 = 1;
+const BOOL: u64 = 2;
+const UINT: u64 = 3;
+const INT: u64 = 4;
+const FLOAT: u64 = 5;
+const STRING: u64 = 6;
+const ARRAY: u64 = 7;
+const OBJECT: u64 = 8;
+
+fn h_array(items: &mut [Hash], sort: bool) -> Hash {
+    if sort {
+        items.sort_unstable();
+    }
+    let mut h = Xxh3::with_seed(ARRAY);
+    for item in items.iter() {
+        h.update(&item.to_le_bytes());
+    }
+    h.digest128()
 }
 
-fn lookup_mut<'v>(value: &'v mut Value, path: &str) -> Option<&'v mut Value> {
-    path.split('.').try_fold(value, |v, part| v.get_mut(part))
+/// Members sorted by key; of repeated keys the last one counts, as in
+/// serde_json's own maps.
+fn h_object<K: AsRef<str>>(members: &mut Vec<(K, Hash)>) -> Hash {
+    members.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+    let mut h = Xxh3::with_seed(OBJECT);
+    for (i, (k, v)) in members.iter().enumerate() {
+        if members
+            .get(i + 1)
+            .is_some_and(|next| next.0.as_ref() == k.as_ref())
+        {
+            continue;
+        }
+        h.update(&(k.as_ref().len() as u32).to_le_bytes());
+        h.update(k.as_ref().as_bytes());
+        h.update(&v.to_le_bytes());
+    }
+    h.digest128()
 }
 
-fn remove(value: &mut Value, path: &str) {
-    let (parent, last) = match path.rsplit_once('.') {
-        Some((p, l)) => (lookup_mut(value, p), l),
-        None => (Some(value), path),
+fn h_number(n: &serde_json::Number) -> Hash {
+    if let Some(u) = n.as_u64() {
+        xxh3_128_with_seed(&u.to_le_bytes(), UINT)
+    } else if let Some(i) = n.as_i64() {
+        xxh3_128_with_seed(&i.to_le_bytes(), INT)
+    } else {
+        let f = n.as_f64().unwrap_or(0.0);
+        xxh3_128_with_seed(&f.to_bits().to_le_bytes(), FLOAT)
+    }
+}
+
+fn walk_value(v: &Value, node: Option<&Node>, caps: &mut Captures) -> Hash {
+    match v {
+        Value::Null => {
+            caps.take(node, || Value::Null);
+            xxh3_128_with_seed(b"", NULL)
+        }
+        Value::Bool(b) => {
+            caps.take(node, || Value::Bool(*b));
+            xxh3_128_with_seed(&[*b as u8], BOOL)
+        }
+        Value::Number(n) => {
+            caps.take(node, || Value::Number(n.clone()));
+            h_number(n)
+        }
+        Value::String(s) => {
+            caps.take(node, || Value::String(s.clone()));
+            xxh3_128_with_seed(s.as_bytes(), STRING)
+        }
+        Value::Array(a) => {
+            caps.take(node, || Value::Array(Vec::new()));
+            let mut items: Vec<Hash> = a.iter().map(|x| walk_value(x, None, caps)).collect();
+            h_array(&mut items, node.is_some_and(|n| n.sort))
+        }
+        Value::Object(m) => {
+            caps.take(node, || Value::Object(Map::new()));
+            let mut members: Vec<(&str, Hash)> = Vec::with_capacity(m.len());
+            for (k, v) in m {
+                let child = node.and_then(|n| n.child(k));
+                let h = walk_value(v, child, caps);
+                if !child.is_some_and(|c| c.exclude) {
+                    members.push((k, h));
+                }
+            }
+            h_object(&mut members)
+        }
+    }
+}
+
+/// Hashes one JSON value as serde_json parses it.
+struct Walk<'a, 'n> {
+    node: Option<&'n Node>,
+    caps: &'a mut Captures,
+    /// The record itself, which must be an object.
+    top: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, '_> {
+    type Value = Hash;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Hash, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Walk<'_, '_> {
+    fn scalar<E: de::Error>(self, v: impl FnOnce() -> Value, h: Hash) -> Result<Hash, E> {
+        if self.top {
+            return Err(E::custom("not a JSON object"));
+        }
+        self.caps.take(self.node, v);
+        Ok(h)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, '_> {
+    type Value = Hash;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Hash, E> {
+        self.scalar(|| Value::Null, xxh3_128_with_seed(b"", NULL))
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Hash, E> {
+        self.scalar(|| Value::Bool(b), xxh3_128_with_seed(&[b as u8], BOOL))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Hash, E> {
+        self.scalar(|| n.into(), xxh3_128_with_seed(&n.to_le_bytes(), UINT))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Hash, E> {
+        // serde_json reports non-negative integers as u64, like its Value.
+        if n >= 0 {
+            return self.visit_u64(n as u64);
+        }
+        self.scalar(|| n.into(), xxh3_128_with_seed(&n.to_le_bytes(), INT))
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Hash, E> {
+        let h = xxh3_128_with_seed(&f.to_bits().to_le_bytes(), FLOAT);
+        self.scalar(|| Value::from(f), h)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Hash, E> {
+        let h = xxh3_128_with_seed(s.as_bytes(), STRING);
+        self.scalar(|| Value::String(s.to_string()), h)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Hash, A::Error> {
+        if self.top {
+            return Err(de::Error::custom("not a JSON object"));
+        }
+        self.caps.take(self.node, || Value::Array(Vec::new()));
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        while let Some(h) = seq.next_element_seed(Walk {
+            node: None,
+            caps: &mut *self.caps,
+            top: false,
+        })? {
+            items.push(h);
+        }
+        Ok(h_array(&mut items, self.node.is_some_and(|n| n.sort)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Hash, A::Error> {
+        self.caps.take(self.node, || Value::Object(Map::new()));
+        let mut members: Vec<(Cow<'de, str>, Hash)> = Vec::with_capacity(48);
+        while let Some(k) = map.next_key_seed(KeySeed)? {
+            let child = self.node.and_then(|n| n.child(&k));
+            let h = map.next_value_seed(Walk {
+                node: child,
+                caps: &mut *self.caps,
+                top: false,
+            })?;
+            if !child.is_some_and(|c| c.exclude) {
+                members.push((k, h));
+            }
+        }
+        Ok(h_object(&mut members))
+    }
+}
+
+/// Object keys, borrowed from the input unless they hold escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(KeySeed)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_string()))
+    }
+}
+
+/// serde_json's message without its "at line 1 column N" tail, which would
+/// be relative to the record, with the column kept.
+pub fn json_reason(e: serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
     };
-    if let Some(Value::Object(m)) = parent {
-        m.remove(last);
+    if e.line() > 1 {
+        format!(
+            "{msg} (line {} column {} of the record)",
+            e.line(),
+            e.column()
+        )
+    } else {
+        format!("{msg} (column {})", e.column())
     }
 }
 
@@ -202,19 +484,14 @@ fn encode_id_part(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::Decoder;
 
     fn rules(key: &[&str], exclude: &[&str], sort: &[&str]) -> Rules {
-        Rules {
-            key: key.iter().map(|s| s.to_string()).collect(),
-            exclude: exclude.iter().map(|s| s.to_string()).collect(),
-            sort_arrays: sort.iter().map(|s| s.to_string()).collect(),
-            deleted_field: Some("deleted".into()),
-        }
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
+        Rules::build(v(key), v(exclude), v(sort), Some("deleted".into()))
     }
 
     fn item(r: &Rules, json: &str) -> Result<Item, String> {
-        r.item(Decoder::Json.decode(json.as_bytes())?)
+        r.from_json(json.as_bytes())
     }
 
     #[test]
@@ -227,19 +504,42 @@ mod tests {
         let i = item(&r, r#"{"p":{"id":1.50}}"#).unwrap();
         assert_eq!(i.id, "1.5");
         assert_eq!(i.key, r#"{"p.id":1.5}"#);
+        let i = item(&r, r#"{"p":{"id":true}}"#).unwrap();
+        assert_eq!(i.id, "true");
     }
 
     #[test]
-    fn bad_keys() {
+    fn bad_records() {
         let r = rules(&["sku"], &[], &[]);
         assert!(item(&r, r#"{"sku":null}"#).unwrap_err().contains("missing"));
         assert!(item(&r, r#"{"name":"x"}"#).unwrap_err().contains("missing"));
         assert!(item(&r, r#"{"sku":[1]}"#).unwrap_err().contains("array"));
+        assert!(
+            item(&r, r#"{"sku":{"a":1}}"#)
+                .unwrap_err()
+                .contains("object")
+        );
+        assert!(
+            item(&r, r#"[{"sku":"A"}]"#)
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            item(&r, r#""A""#)
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            item(&r, r#"{"sku":"A"} x"#)
+                .unwrap_err()
+                .contains("trailing")
+        );
+        assert!(item(&r, r#"{"sku":"A","#).unwrap_err().contains("EOF"));
         assert_eq!(item(&r, r#"{"sku":""}"#).unwrap().id, "");
     }
 
     #[test]
-    fn canonical_hash_ignores_order_exclusions_and_sorted_arrays() {
+    fn canonical_hash_ignores_order_spacing_escapes_exclusions_and_sorted_arrays() {
         let r = rules(&["sku"], &["meta.updated_at"], &["tags"]);
         let a = item(
             &r,
@@ -248,30 +548,40 @@ mod tests {
         .unwrap();
         let b = item(
             &r,
-            r#"{"meta":{"n":2,"updated_at":9},"tags":["y","x"],"sku":"A"}"#,
+            r#"{ "meta" : {"n":2, "updated_at":9}, "tags":["y","x"], "\u0073ku":"\u0041" }"#,
         )
         .unwrap();
         assert_eq!(a.hash, b.hash);
-        let c = item(
-            &r,
+        for other in [
             r#"{"sku":"A","tags":["x","y"],"meta":{"updated_at":1,"n":3}}"#,
-        )
-        .unwrap();
-        assert_ne!(a.hash, c.hash);
-        // data travels as the source wrote it, excluded fields included
-        assert!(b.data.contains("\"updated_at\":9"));
+            r#"{"sku":"A","tags":["x","y","y"],"meta":{"updated_at":1,"n":2}}"#,
+            r#"{"sku":"A","tags":["x","y"],"meta":{"updated_at":1,"n":"2"}}"#,
+            r#"{"sku":"A","tags":["x","y"],"meta":{"updated_at":1,"n":2.0}}"#,
+            r#"{"sku":"A","tags":["x","y"],"meta":{"updated_at":1,"n":2},"x":null}"#,
+        ] {
+            assert_ne!(a.hash, item(&r, other).unwrap().hash, "{other}");
+        }
+        // Unsorted arrays keep their order.
+        let r = rules(&["sku"], &[], &[]);
+        let x = item(&r, r#"{"sku":"A","tags":["x","y"]}"#).unwrap();
+        let y = item(&r, r#"{"sku":"A","tags":["y","x"]}"#).unwrap();
+        assert_ne!(x.hash, y.hash);
     }
 
     #[test]
-    fn csv_and_json_records_with_equal_content_hash_alike() {
-        let r = rules(&["sku"], &[], &[]);
-        let csv = Decoder::Csv(std::sync::Arc::from(vec![
-            "sku".to_string(),
-            "p".to_string(),
-        ]));
-        let a = r.item(csv.decode(b"A,1").unwrap()).unwrap();
-        let b = item(&r, r#"{"p":"1","sku":"A"}"#).unwrap();
-        assert_eq!(a.hash, b.hash);
+    fn parsing_and_walking_a_value_hash_alike() {
+        let r = rules(&["sku"], &["b.c"], &["arr"]);
+        for json in [
+            r#"{"sku":"A","n":-3,"f":1.5,"u":18446744073709551615,"b":{"c":1,"d":[1,{"z":null}]},"arr":[3,1,2],"t":true,"s":"é\n"}"#,
+            r#"{"sku":"B","dup":1,"dup":2}"#,
+            r#"{"sku":1.0,"big":1e300,"neg":-0.5}"#,
+        ] {
+            let parsed = item(&r, json).unwrap();
+            let value: Value = serde_json::from_str(json).unwrap();
+            let walked = r.from_value(&value).unwrap();
+            assert_eq!(parsed.hash, walked.hash, "{json}");
+            assert_eq!(parsed.id, walked.id, "{json}");
+        }
     }
 
     #[test]
@@ -281,7 +591,7 @@ mod tests {
             let i = item(&r, &format!(r#"{{"sku":"A","deleted":{yes}}}"#)).unwrap();
             assert!(i.deleted, "{yes}");
         }
-        for no in ["false", "0", "\"no\"", "null"] {
+        for no in ["false", "0", "\"no\"", "null", "[1]"] {
             let i = item(&r, &format!(r#"{{"sku":"A","deleted":{no}}}"#)).unwrap();
             assert!(!i.deleted, "{no}");
         }

@@ -428,14 +428,38 @@ pub struct Known {
     pub hash: Hash,
     pub deleted: bool,
     pub has_data: bool,
+    pub pending: bool,
 }
 
-/// An item as the diff first sees it: only what finding changes needs.
+/// An item as the diff first sees it: only what finding changes needs,
+/// kept small because there is one per item in memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     pub rowid: i64,
-    pub raw_hash: Option<Hash>,
-    pub deleted: bool,
+    raw_lo: u64,
+    raw_hi: u64,
+    flags: u8,
+}
+
+const HAS_RAW: u8 = 1;
+const DELETED: u8 = 2;
+const NEEDS_DATA: u8 = 4;
+
+impl Slot {
+    pub fn raw_hash(&self) -> Option<Hash> {
+        (self.flags & HAS_RAW != 0)
+            .then(|| (u128::from(self.raw_hi) << 64) | u128::from(self.raw_lo))
+    }
+
+    pub fn deleted(&self) -> bool {
+        self.flags & DELETED != 0
+    }
+
+    /// Pending, but its data is neither stored nor (yet) spooled: the
+    /// collect must pass the record's data along again.
+    pub fn needs_data(&self) -> bool {
+        self.flags & NEEDS_DATA != 0
+    }
 }
 
 /// How a delivery attempt ended for one item.
@@ -469,16 +493,28 @@ impl Tx<'_> {
     /// Every item of a feed in rowid order, with its raw hash.
     pub fn slots(&self, feed_id: i64) -> Result<Vec<Slot>> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT rowid, raw_hash, deleted FROM items WHERE feed_id = ?1 ORDER BY rowid",
+            "SELECT rowid, raw_hash, deleted, status = 'pending' AND data IS NULL AND NOT deleted
+             FROM items WHERE feed_id = ?1 ORDER BY rowid",
         )?;
-        let rows = stmt.query_map([feed_id], |r| {
-            Ok(Slot {
+        let mut rows = stmt.query([feed_id])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let raw = match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Blob(b) => Some(unblob(b)),
+                _ => None,
+            };
+            let flags = raw.map_or(0, |_| HAS_RAW)
+                | if r.get::<_, bool>(2)? { DELETED } else { 0 }
+                | if r.get::<_, bool>(3)? { NEEDS_DATA } else { 0 };
+            let raw = raw.unwrap_or(0);
+            out.push(Slot {
                 rowid: r.get(0)?,
-                raw_hash: r.get::<_, Option<Vec<u8>>>(1)?.map(|b| unblob(&b)),
-                deleted: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+                raw_lo: raw as u64,
+                raw_hi: (raw >> 64) as u64,
+                flags,
+            });
+        }
+        Ok(out)
     }
 
     pub fn max_rowid(&self) -> Result<i64> {
@@ -499,7 +535,8 @@ impl Tx<'_> {
 
     pub fn find(&self, feed_id: i64, id: &str) -> Result<Option<Known>> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT rowid, hash, deleted, data IS NOT NULL FROM items WHERE feed_id = ?1 AND id = ?2",
+            "SELECT rowid, hash, deleted, data IS NOT NULL, status = 'pending'
+             FROM items WHERE feed_id = ?1 AND id = ?2",
         )?;
         Ok(stmt
             .query_row(params![feed_id, id], |r| {
@@ -508,14 +545,22 @@ impl Tx<'_> {
                     hash: unblob(&r.get::<_, Vec<u8>>(1)?),
                     deleted: r.get(2)?,
                     has_data: r.get(3)?,
+                    pending: r.get(4)?,
                 })
             })
             .optional()?)
     }
 
-    /// A new item, pending. False when the feed already has an item with
-    /// this id (a duplicate key in the source).
-    pub fn insert(&self, feed_id: i64, item: &Item, raw: Hash, now: i64) -> Result<bool> {
+    /// A new item, pending; returns its rowid. None when the feed already
+    /// has an item with this id (a duplicate key in the source).
+    pub fn insert(
+        &self,
+        feed_id: i64,
+        item: &Item,
+        raw: Hash,
+        now: i64,
+        data: Option<&str>,
+    ) -> Result<Option<i64>> {
         let mut stmt = self.0.prepare_cached(
             "INSERT INTO items (feed_id, id, key, hash, raw_hash, status, modified_at, data)
              VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
@@ -527,14 +572,14 @@ impl Tx<'_> {
             blob(item.hash),
             blob(raw),
             now,
-            item.data
+            data
         ]);
         match inserted {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Some(self.0.last_insert_rowid())),
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
@@ -542,13 +587,20 @@ impl Tx<'_> {
 
     /// A new version of a known item (or a tombstone come back): pending,
     /// with its attempts reset.
-    pub fn change(&self, rowid: i64, item: &Item, raw: Hash, now: i64) -> Result<()> {
+    pub fn change(
+        &self,
+        rowid: i64,
+        item: &Item,
+        raw: Hash,
+        now: i64,
+        data: Option<&str>,
+    ) -> Result<()> {
         let mut stmt = self.0.prepare_cached(
             "UPDATE items SET hash = ?2, raw_hash = ?3, deleted = 0, status = 'pending',
                  attempts = 0, error = NULL, next_attempt_at = NULL, modified_at = ?4, data = ?5
              WHERE rowid = ?1",
         )?;
-        stmt.execute(params![rowid, blob(item.hash), blob(raw), now, item.data])?;
+        stmt.execute(params![rowid, blob(item.hash), blob(raw), now, data])?;
         Ok(())
     }
 
@@ -582,18 +634,25 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Puts stored items back in the send queue with their attempts reset:
-    /// those in `statuses`, or only `ids` when given. Items without stored
-    /// data cannot be resent and are left alone. Returns how many.
-    pub fn requeue(&self, feed_id: i64, statuses: &[&str], ids: Option<&[String]>) -> Result<u64> {
+    /// Puts items back in the send queue with their attempts reset: those
+    /// in `statuses`, or only `ids` when given. With `stored_only`, for
+    /// resends that read no source, upserts without stored data are left
+    /// alone. Returns how many.
+    pub fn requeue(
+        &self,
+        feed_id: i64,
+        statuses: &[&str],
+        ids: Option<&[String]>,
+        stored_only: bool,
+    ) -> Result<u64> {
         let statuses = serde_json::to_string(statuses).unwrap_or_default();
         let ids = ids.map(|i| serde_json::to_string(i).unwrap_or_default());
         Ok(self.0.execute(
             "UPDATE items SET status = 'pending', attempts = 0, error = NULL, next_attempt_at = NULL
-             WHERE feed_id = ?1 AND (deleted = 1 OR data IS NOT NULL)
+             WHERE feed_id = ?1 AND (NOT ?4 OR deleted = 1 OR data IS NOT NULL)
                AND status IN (SELECT value FROM json_each(?2))
                AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))",
-            params![feed_id, statuses, ids],
+            params![feed_id, statuses, ids, stored_only],
         )? as u64)
     }
 
@@ -636,12 +695,19 @@ impl Tx<'_> {
                 error,
                 next_attempt_at,
             } => {
+                // `retry` reads no source, so the data it will resend is kept.
                 let mut stmt = self.0.prepare_cached(
                     "UPDATE items SET status = 'retry', attempts = attempts + 1, error = ?3,
-                         next_attempt_at = ?4
+                         next_attempt_at = ?4, data = coalesce(data, ?5)
                      WHERE rowid = ?1 AND hash = ?2",
                 )?;
-                stmt.execute(params![item.rowid, hash, clip(error), next_attempt_at])?;
+                stmt.execute(params![
+                    item.rowid,
+                    hash,
+                    clip(error),
+                    next_attempt_at,
+                    item.data
+                ])?;
             }
             Outcome::Failed { error } => {
                 let mut stmt = self.0.prepare_cached(

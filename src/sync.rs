@@ -18,6 +18,7 @@ use crate::diff;
 use crate::error::{Error, Result, exit};
 use crate::format::Splitter;
 use crate::source::{self, Opened, Source};
+use crate::spool::Spool;
 use crate::state::{OutItem, Outcome, Queue, State, queue_size, status};
 use crate::target::{Response, SyncKind, Target, Verdict};
 
@@ -213,6 +214,15 @@ impl<'a> Jobs<'a> {
         bar.with_style(style).with_message(what.to_string())
     }
 
+    /// Where the spool goes: beside the state file, on the same disk.
+    fn state_dir(&self) -> &std::path::Path {
+        self.state
+            .path()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+    }
+
     /// The one HTTP agent, made on first use, so connections are reused.
     fn agent(&mut self) -> &ureq::Agent {
         self.agent.get_or_insert_with(crate::target::agent)
@@ -241,7 +251,9 @@ impl<'a> Jobs<'a> {
             }
             let mut report = FeedReport::new(&feed.name);
             let feed_id = self.state.feed_id(&feed.name)?;
-            match self.collect(&feed, feed_id, plan, &mut report) {
+            let mut spool = Spool::new(self.state_dir())
+                .map_err(|e| Error::State(format!("spool file: {e}")))?;
+            match self.collect(&feed, feed_id, plan, &mut report, &mut spool) {
                 Ok(()) => {
                     if !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
@@ -249,7 +261,8 @@ impl<'a> Jobs<'a> {
                             status: status::PENDING,
                             due: None,
                         };
-                        self.deliver(&feed, &queue, kind, nonce, &mut report)?;
+                        let spool = Some(&spool);
+                        self.deliver(&feed, &queue, kind, nonce, spool, &mut report)?;
                     }
                 }
                 Err(e @ (Error::State(_) | Error::Locked(_))) => return Err(e),
@@ -281,7 +294,7 @@ impl<'a> Jobs<'a> {
                 due,
             };
             (report.upserts, report.deletes) = queue_size(self.state.conn(), &queue)?;
-            self.deliver(feed, &queue, kind, None, &mut report)?;
+            self.deliver(feed, &queue, kind, None, None, &mut report)?;
             self.state
                 .finish_feed(feed_id, clock::now_secs(), report.error.as_deref())?;
             job.push(report);
@@ -310,6 +323,7 @@ impl<'a> Jobs<'a> {
         feed_id: i64,
         plan: &Plan,
         report: &mut FeedReport,
+        spool: &mut Spool,
     ) -> Result<()> {
         let info = self.state.feed_info(&feed.name)?;
         let stored_seed = if plan.cleanup {
@@ -343,6 +357,10 @@ impl<'a> Jobs<'a> {
         if plan.cleanup {
             tx.forget_feed(feed_id)?;
         }
+        if plan.full && !plan.no_reindex && plan.ids.is_none() {
+            // Before the diff, so it passes along the data of these items too.
+            tx.requeue(feed_id, &[status::RETRY, status::FAILED], None, false)?;
+        }
         if let (Some(source), Some(bar)) = (opened, bar) {
             let reader = Box::new(bar.wrap_read(source.reader));
             let opts = diff::Options {
@@ -350,11 +368,19 @@ impl<'a> Jobs<'a> {
                 now: clock::now_secs(),
                 force: plan.force,
                 ids: plan.ids.as_ref(),
+                // Legacy feeds deliver in a later job, which reads no source.
+                store_data: feed.keep_data || feed.mode == Mode::Legacy,
             };
             let collected = Splitter::new(reader, source.format)
                 .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))
-                .and_then(|mut records| {
-                    diff::collect(&tx, feed, feed_id, stored_seed, &mut records, &opts)
+                .and_then(|records| {
+                    diff::collect(&tx, feed, feed_id, stored_seed, records, &opts, spool)
+                })
+                .and_then(|c| {
+                    spool
+                        .seal()
+                        .map_err(|e| Error::State(format!("spool file: {e}")))?;
+                    Ok(c)
                 });
             bar.finish_and_clear();
             // The splitter (and with it the read end of any pipe) is gone, so
@@ -382,9 +408,7 @@ impl<'a> Jobs<'a> {
             } else {
                 &[status::RETRY, status::FAILED]
             };
-            tx.requeue(feed_id, statuses, ids.as_deref())?;
-        } else if plan.full && plan.ids.is_none() {
-            tx.requeue(feed_id, &[status::RETRY, status::FAILED], None)?;
+            tx.requeue(feed_id, statuses, ids.as_deref(), true)?;
         }
         let queue = Queue {
             feed_id,
@@ -411,6 +435,7 @@ impl<'a> Jobs<'a> {
         queue: &Queue<'_>,
         kind: SyncKind,
         nonce: Option<u64>,
+        spool: Option<&Spool>,
         report: &mut FeedReport,
     ) -> Result<()> {
         if self.refused.contains(&feed.target.url_template) {
@@ -427,13 +452,27 @@ impl<'a> Jobs<'a> {
             false,
         );
         let mut after = 0;
+        let mut waiting = 0u64;
         while !crate::stop::requested() {
-            let batch = self.state.queue(queue, after, feed.target.batch_size)?;
+            let mut batch = self.state.queue(queue, after, feed.target.batch_size)?;
             let Some(last) = batch.last() else {
                 break;
             };
             after = last.rowid;
             bar.inc(batch.len() as u64);
+            if let Some(spool) = spool {
+                spool
+                    .fill(&mut batch)
+                    .map_err(|e| Error::State(format!("spool file: {e}")))?;
+            }
+            // An upsert whose data is neither stored nor spooled waits,
+            // pending, for the next collect to read it again.
+            let before = batch.len();
+            batch.retain(|i| i.deleted || i.data.is_some());
+            waiting += (before - batch.len()) as u64;
+            if batch.is_empty() {
+                continue;
+            }
             let send = Send {
                 feed,
                 target: &target,
@@ -453,6 +492,12 @@ impl<'a> Jobs<'a> {
             }
         }
         bar.finish_and_clear();
+        if waiting > 0 {
+            log::info!(
+                "{}: {waiting} pending items wait for the next sync to read their data",
+                feed.name
+            );
+        }
         if report.exit == exit::OK && report.retry + report.failed > 0 {
             report.exit = exit::ITEMS_FAILED;
         }

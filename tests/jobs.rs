@@ -443,3 +443,21 @@ fn daemon_finishes_the_batch_in_flight_on_sigterm() {
     assert_eq!(runs["runs"][0]["exit_code"], 0);
     let _: Value = runs;
 }
+
+#[test]
+fn legacy_feeds_without_keep_data_still_deliver_on_send() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 5, "", "mode = \"legacy\"\nkeep_data = false");
+    env.run(&["sync"]).assert_code(0);
+    env.run(&["send"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 5);
+    let kept: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM items WHERE data IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 0, "delivered data is dropped without keep_data");
+}

@@ -1,0 +1,155 @@
+//! The data of this run's changes, on their way from the source to the
+//! target. The state file records what changed (ids, hashes, statuses);
+//! the changed records' JSON waits here, in an unnamed temporary file next
+//! to the state file, for the deliveries that follow the collect.
+//!
+//! Keeping catalogs out of SQLite is what makes a first sync of a million
+//! items affordable: the state stays small, and the spool is written and
+//! read sequentially. Nothing is lost if the process dies: an item stays
+//! `pending` until acknowledged, and the next collect, which reads the
+//! source again, spools it again. (Feeds with `keep_data` keep the data in
+//! the state instead, and `retry` items keep theirs there too.)
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::state::OutItem;
+
+pub struct Spool {
+    file: File,
+    /// Bytes written to `file` so far.
+    written: u64,
+    /// Not yet written.
+    buffer: Vec<u8>,
+    /// (rowid, offset, length), sorted by rowid once sealed.
+    index: Vec<(i64, u64, u32)>,
+}
+
+const BUFFER: usize = 1 << 20;
+/// Gaps up to this size are read through rather than read around.
+const COALESCE: u64 = 64 * 1024;
+
+impl Spool {
+    /// A new spool in `dir`. The file has no name, so it vanishes with the
+    /// process, however that ends.
+    pub fn new(dir: &Path) -> io::Result<Spool> {
+        Ok(Spool {
+            file: tempfile::tempfile_in(dir)?,
+            written: 0,
+            buffer: Vec::with_capacity(BUFFER),
+            index: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, rowid: i64, data: &[u8]) -> io::Result<()> {
+        let offset = self.written + self.buffer.len() as u64;
+        self.index.push((rowid, offset, data.len() as u32));
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.buffer)?;
+        self.written += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Ends writing; the spool is read from now on.
+    pub fn seal(&mut self) -> io::Result<()> {
+        self.flush()?;
+        // Later versions of an item replace earlier ones.
+        self.index.sort_by_key(|e| e.0);
+        self.index.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Fills in the data of the items that have none from the state.
+    pub fn fill(&self, items: &mut [OutItem]) -> io::Result<()> {
+        let mut wanted: Vec<(usize, u64, u32)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.data.is_none() && !it.deleted)
+            .filter_map(|(i, it)| {
+                let at = self.index.binary_search_by_key(&it.rowid, |e| e.0).ok()?;
+                let (_, off, len) = self.index[at];
+                Some((i, off, len))
+            })
+            .collect();
+        wanted.sort_by_key(|w| w.1);
+        // Read neighbouring records with one call.
+        let mut start = 0;
+        while start < wanted.len() {
+            let mut end = start + 1;
+            let mut span_end = wanted[start].1 + u64::from(wanted[start].2);
+            while end < wanted.len() && wanted[end].1 <= span_end + COALESCE {
+                span_end = span_end.max(wanted[end].1 + u64::from(wanted[end].2));
+                end += 1;
+            }
+            let base = wanted[start].1;
+            let mut buf = vec![0u8; (span_end - base) as usize];
+            self.file.read_exact_at(&mut buf, base)?;
+            for &(i, off, len) in &wanted[start..end] {
+                let at = (off - base) as usize;
+                let bytes = &buf[at..at + len as usize];
+                let text = String::from_utf8(bytes.to_vec())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                items[i].data = Some(text);
+            }
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(rowid: i64) -> OutItem {
+        OutItem {
+            rowid,
+            id: rowid.to_string(),
+            key: "{}".into(),
+            hash: 0,
+            deleted: false,
+            data: None,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn fills_what_it_holds_latest_version_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::new(dir.path()).unwrap();
+        s.push(7, b"{\"v\":1}").unwrap();
+        s.push(3, b"{\"v\":3}").unwrap();
+        s.push(7, b"{\"v\":2}").unwrap();
+        s.push(9, &vec![b'x'; 3 * BUFFER]).unwrap();
+        s.seal().unwrap();
+        let mut items = vec![out(3), out(5), out(7), out(9)];
+        items[1].data = Some("kept".into());
+        s.fill(&mut items).unwrap();
+        assert_eq!(items[0].data.as_deref(), Some("{\"v\":3}"));
+        assert_eq!(items[1].data.as_deref(), Some("kept"));
+        assert_eq!(items[2].data.as_deref(), Some("{\"v\":2}"));
+        assert_eq!(items[3].data.as_ref().map(|d| d.len()), Some(3 * BUFFER));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "unnamed");
+    }
+}
