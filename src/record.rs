@@ -247,7 +247,7 @@ fn h_array(items: &mut [Hash], sort: bool) -> Hash {
 
 /// Members sorted by key; of repeated keys the last one counts, as in
 /// serde_json's own maps.
-fn h_object<K: AsRef<str>>(members: &mut Vec<(K, Hash)>) -> Hash {
+fn h_object<K: AsRef<str>>(members: &mut [(K, Hash)]) -> Hash {
     members.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
     let mut h = Xxh3::with_seed(OBJECT);
     for (i, (k, v)) in members.iter().enumerate() {
