@@ -253,7 +253,10 @@ impl<'a> Jobs<'a> {
             let feed_id = self.state.feed_id(&feed.name)?;
             let mut spool = Spool::new(self.state_dir())
                 .map_err(|e| Error::State(format!("spool file: {e}")))?;
-            match self.collect(&feed, feed_id, plan, &mut report, &mut spool) {
+            let started = std::time::Instant::now();
+            let collected = self.collect(&feed, feed_id, plan, &mut report, &mut spool);
+            log::debug!("{}: collect took {:?}", feed.name, started.elapsed());
+            match collected {
                 Ok(()) => {
                     if !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
@@ -262,7 +265,9 @@ impl<'a> Jobs<'a> {
                             due: None,
                         };
                         let spool = Some(&spool);
+                        let started = std::time::Instant::now();
                         self.deliver(&feed, &queue, kind, nonce, spool, &mut report)?;
+                        log::debug!("{}: delivery took {:?}", feed.name, started.elapsed());
                     }
                 }
                 Err(e @ (Error::State(_) | Error::Locked(_))) => return Err(e),
