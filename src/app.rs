@@ -267,9 +267,11 @@ fn direct(
 
 /// A state file restored from a `backup` may remember less than the target
 /// holds: versions sent after the backup was taken, even ones since changed
-/// back. So the first writing run after a restore resends every feed once —
-/// a forced full sync, whose batches carry new Idempotency-Keys — and the
-/// delivered deletions too. The mark is dropped once every feed was read.
+/// back. So after a restore each feed is resent once — a forced full sync,
+/// whose batches carry new Idempotency-Keys — and the delivered deletions
+/// too. The backup's mark becomes one mark per feed, each dropped once that
+/// feed's source was read, so a feed that cannot be read yet does not make
+/// the others resend again.
 fn resend_after_restore(
     config: &Config,
     state: &mut State,
@@ -277,33 +279,47 @@ fn resend_after_restore(
     out: Output,
     allow_deletes: bool,
 ) -> anyhow::Result<u8> {
-    let Some(taken) = state.meta(state::BACKUP_TAKEN_AT)? else {
+    let mark = |feed: &str| format!("{RESEND_MARK}{feed}");
+    if let Some(taken) = state.meta(state::BACKUP_TAKEN_AT)? {
+        let taken = taken.parse().map(clock::rfc3339).unwrap_or(taken);
+        log::warn!(
+            "{} was restored from a backup taken at {taken}; resending every item once",
+            config.state.display()
+        );
+        state.requeue_tombstones()?;
+        for feed in &config.feeds {
+            state.set_meta(&mark(&feed.name), &taken)?;
+        }
+        state.clear_meta(state::BACKUP_TAKEN_AT)?;
+    }
+    let mut feeds: Vec<&Feed> = Vec::new();
+    for feed in &config.feeds {
+        if state.meta(&mark(&feed.name))?.is_some() {
+            feeds.push(feed);
+        }
+    }
+    if feeds.is_empty() {
         return Ok(exit::OK);
-    };
-    let taken = taken.parse().map(clock::rfc3339).unwrap_or(taken);
-    log::warn!(
-        "{} was restored from a backup taken at {taken}; resending every item once",
-        config.state.display()
-    );
-    state.requeue_tombstones()?;
+    }
     let job = Job::Resync(Plan {
         full: true,
         force: true,
         allow_deletes,
         ..Plan::default()
     });
-    let feeds: Vec<&Feed> = config.feeds.iter().collect();
     let report = job.execute(config, state, secrets, &feeds, out)?;
     print_job(&report, false, false, out)?;
-    // Delivery may still fail (those items stay queued); reading may not.
-    let read = |f: &crate::sync::FeedReport| {
-        matches!(f.exit, exit::OK | exit::ITEMS_FAILED | exit::TARGET_REFUSED)
-    };
-    if report.feeds.iter().all(read) {
-        state.clear_meta(state::BACKUP_TAKEN_AT)?;
+    for f in &report.feeds {
+        // Delivery may still fail (those items stay queued); reading may not.
+        if matches!(f.exit, exit::OK | exit::ITEMS_FAILED | exit::TARGET_REFUSED) {
+            state.clear_meta(&mark(&f.name))?;
+        }
     }
     Ok(report.exit)
 }
+
+/// Meta rows `<this><feed>`: the feed still owes its resend after a restore.
+const RESEND_MARK: &str = "resend_after_restore:";
 
 /// `backup DEST`: needs no run lock, so it is safe at any time.
 fn backup(config: &Config, dest: &Path, out: Output) -> anyhow::Result<u8> {

@@ -135,3 +135,42 @@ fn backup_refuses_the_state_file_itself_and_needs_one() {
     env.run(&["backup", "backups"]).assert_code(0);
     assert!(env.path("backups/feedsync.sqlite").exists());
 }
+
+#[test]
+fn after_a_restore_a_feed_that_cannot_be_read_does_not_make_the_others_resend_again() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\n\n\
+         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n\n\
+         [[feeds]]\nname = \"q\"\nsource = \"q.ndjson\"\nkey = [\"sku\"]\n",
+        receiver.url("/{feed}")
+    ));
+    write_ndjson(&env.path("p.ndjson"), &rows(&[("A", 1), ("B", 2)]));
+    write_ndjson(&env.path("q.ndjson"), &rows(&[("X", 1)]));
+    env.run(&["sync"]).assert_code(0);
+    env.run(&["backup", "bk.sqlite"]).assert_code(0);
+    std::fs::copy(env.path("bk.sqlite"), env.state_path()).unwrap();
+    std::fs::remove_file(env.path("q.ndjson")).unwrap();
+
+    receiver.clear_requests();
+    env.run(&["sync"]).assert_code(3);
+    let resent = |feed: &str| {
+        receiver
+            .requests()
+            .iter()
+            .filter(|r| r.feed() == feed)
+            .map(|r| r.items().len())
+            .sum::<usize>()
+    };
+    assert_eq!(resent("p"), 2, "p is resent once");
+    receiver.clear_requests();
+    env.run(&["sync"]).assert_code(3);
+    assert_eq!(resent("p"), 0, "and only once");
+    write_ndjson(&env.path("q.ndjson"), &rows(&[("X", 1)]));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(resent("q"), 1, "q is resent once it can be read");
+    receiver.clear_requests();
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.request_count(), 0);
+}
