@@ -202,14 +202,24 @@ fn chart(h: &mut String, runs: &[RunRow]) {
         );
     }
     if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+        let (first, last) = (rfc3339(first.started_at), rfc3339(last.started_at));
+        // Two time labels need about 300 units; with few runs, one label
+        // at the right names both ends.
+        let (left, right) = if W - offset >= 300.0 {
+            (first, last)
+        } else if first == last {
+            (String::new(), last)
+        } else {
+            (String::new(), format!("{first} – {last}"))
+        };
         let _ = writeln!(
             h,
             "<text x=\"{offset:.1}\" y=\"{}\" class=\"label\">{}</text>\
              <text x=\"{W}\" y=\"{}\" class=\"label end\">{}</text>",
             H + 16.0,
-            escape(&rfc3339(first.started_at)),
+            escape(&left),
             H + 16.0,
-            escape(&rfc3339(last.started_at)),
+            escape(&right),
         );
     }
     h.push_str("</svg>\n<p class=\"legend\">Items sent per run (from each run's summary), oldest to newest. ");
