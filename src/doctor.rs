@@ -303,11 +303,18 @@ fn check_state(f: &mut Findings, config: &Config) {
             return;
         }
     }
-    if let Err(e) = state.check_writable() {
-        f.problem(
+    match state.check_writable() {
+        Ok(()) => {}
+        // A run in its write transaction (a long collect) holds SQLite's
+        // write lock: busy is not broken.
+        Err(e) if e.to_string().contains("database is locked") => f.note(
+            format!("state file {shown} is busy with a run's write; writability not checked"),
+            None,
+        ),
+        Err(e) => f.problem(
             format!("state file {shown} cannot be written: {e}"),
             format!("give the user running feedsync write access to {shown} and its folder"),
-        );
+        ),
     }
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0

@@ -738,8 +738,11 @@ impl State {
     /// Whether this process could write the file: takes SQLite's write lock
     /// and lets it go at once, changing nothing.
     pub fn check_writable(&self) -> Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
-        Ok(())
+        // A run may hold the write lock for a whole collect: do not wait long.
+        self.conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        let tried = self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(tried?)
     }
 
     /// The newest run that has not finished: (job, started_at).
