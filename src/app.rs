@@ -3,13 +3,17 @@
 //! Errors arrive here typed and leave as DESIGN.md's exit codes.
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, ItemsArgs, ResyncArgs, RunsArgs, StatusArgs, SyncArgs};
+use crate::cli::{
+    Cli, Command, CompletionsArgs, InitArgs, ItemsArgs, ResyncArgs, RunsArgs, StatusArgs, SyncArgs,
+};
 use crate::clock;
 use crate::config::{self, Config, Feed, Secrets};
 use crate::error::{Error, exit};
+use crate::joblog;
 use crate::report;
 use crate::schedule;
 use crate::state::{self, ItemFilter, State};
@@ -82,8 +86,15 @@ fn init_logging(verbosity: i8) {
 
 fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<u8> {
     clock::init()?;
+    // The commands that need no config.
+    match &cli.command {
+        Command::Init(args) => return init(cli, args),
+        Command::Completions(args) => return completions(args),
+        _ => {}
+    }
     let config = Config::load(&config::locate(cli.config.as_deref()))?;
     match &cli.command {
+        Command::Init(_) | Command::Completions(_) => unreachable!("handled above"),
         Command::Run => run(&config, out),
         Command::Daemon => daemon(&config, out),
         Command::Sync(args) => sync(&config, args, out),
@@ -94,7 +105,46 @@ fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<u8> {
         Command::Status(args) => status(&config, args),
         Command::Runs(args) => runs(&config, args),
         Command::Items(args) => items(&config, args),
+        Command::Report(args) => report_page(&config, &args.out),
+        Command::Doctor => doctor(&config),
+        Command::Backup(args) => backup(&config, &args.dest, out),
     }
+}
+
+/// `init`: the config goes where feedsync will look for it (PATH, else
+/// `--config`, `$FEEDSYNC_CONFIG`, `./feedsync.toml`), so `feedsync init &&
+/// feedsync sync` works as typed.
+fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<u8> {
+    let path = match &args.path {
+        Some(p) => p.clone(),
+        None => config::locate(cli.config.as_deref()),
+    };
+    let written = crate::init::write(&path, args.force)?;
+    for p in &written.samples {
+        eprintln!("wrote {}", p.display());
+    }
+    eprintln!(
+        "wrote {}; try `feedsync{} sync -v`",
+        written.config.display(),
+        if args.path.is_some() || cli.config.is_some() {
+            format!(" --config {}", written.config.display())
+        } else {
+            String::new()
+        }
+    );
+    Ok(exit::OK)
+}
+
+fn completions(args: &CompletionsArgs) -> anyhow::Result<u8> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(
+        clap_complete::Shell::from(args.shell),
+        &mut cmd,
+        "feedsync",
+        &mut std::io::stdout(),
+    );
+    Ok(exit::OK)
 }
 
 /// A job, as `run`, `daemon` or a direct command starts it.
@@ -157,11 +207,25 @@ impl Job {
             return Ok(work(state)?);
         }
         let run = state.start_run(self.name(), clock::now_secs())?;
+        let started = std::time::Instant::now();
         let result = work(state);
         let (code, summary) = match &result {
             Ok(r) => (r.exit, r.summary()),
             Err(e) => (e.exit_code(), e.to_string()),
         };
+        if let Some(path) = &config.log_file {
+            let logged = match &result {
+                Ok(r) => joblog::append(path, self.name(), r),
+                Err(e) => {
+                    let names: Vec<&str> = feeds.iter().map(|f| f.name.as_str()).collect();
+                    let ms = started.elapsed().as_millis() as u64;
+                    joblog::append_failed(path, self.name(), &names, code, &e.to_string(), ms)
+                }
+            };
+            if let Err(e) = logged {
+                log::warn!("cannot write the log file {}: {e}", path.display());
+            }
+        }
         state.finish_run(run, clock::now_secs(), code, &summary)?;
         Ok(result?)
     }
@@ -191,9 +255,99 @@ fn direct(
         _ => config::read_secrets(&config.secrets)?,
     };
     let (_lock, mut state) = open_for_writing(config)?;
+    let mut code = exit::OK;
+    if !job.dry_run() && !matches!(job, Job::Cleanup) {
+        let allow_deletes = matches!(&job, Job::Sync(p) | Job::Resync(p) if p.allow_deletes);
+        code = resend_after_restore(config, &mut state, &secrets, out, allow_deletes)?;
+    }
     let report = job.execute(config, &mut state, &secrets, &feeds, out)?;
     print_job(&report, json, job.dry_run(), out)?;
+    Ok(if code == exit::OK { report.exit } else { code })
+}
+
+/// A state file restored from a `backup` may remember less than the target
+/// holds: versions sent after the backup was taken, even ones since changed
+/// back. So after a restore each feed is resent once — a forced full sync,
+/// whose batches carry new Idempotency-Keys — and the delivered deletions
+/// too. The backup's mark becomes one mark per feed, each dropped once that
+/// feed's source was read, so a feed that cannot be read yet does not make
+/// the others resend again.
+fn resend_after_restore(
+    config: &Config,
+    state: &mut State,
+    secrets: &Secrets,
+    out: Output,
+    allow_deletes: bool,
+) -> anyhow::Result<u8> {
+    let mark = |feed: &str| format!("{RESEND_MARK}{feed}");
+    if let Some(taken) = state.meta(state::BACKUP_TAKEN_AT)? {
+        let taken = taken.parse().map(clock::rfc3339).unwrap_or(taken);
+        log::warn!(
+            "{} was restored from a backup taken at {taken}; resending every item once",
+            config.state.display()
+        );
+        state.requeue_tombstones()?;
+        for feed in &config.feeds {
+            state.set_meta(&mark(&feed.name), &taken)?;
+        }
+        state.clear_meta(state::BACKUP_TAKEN_AT)?;
+    }
+    let mut feeds: Vec<&Feed> = Vec::new();
+    for feed in &config.feeds {
+        if state.meta(&mark(&feed.name))?.is_some() {
+            feeds.push(feed);
+        }
+    }
+    if feeds.is_empty() {
+        return Ok(exit::OK);
+    }
+    let job = Job::Resync(Plan {
+        full: true,
+        force: true,
+        allow_deletes,
+        ..Plan::default()
+    });
+    let report = job.execute(config, state, secrets, &feeds, out)?;
+    print_job(&report, false, false, out)?;
+    for f in &report.feeds {
+        // Delivery may still fail (those items stay queued); reading may not.
+        if matches!(f.exit, exit::OK | exit::ITEMS_FAILED | exit::TARGET_REFUSED) {
+            state.clear_meta(&mark(&f.name))?;
+        }
+    }
     Ok(report.exit)
+}
+
+/// Meta rows `<this><feed>`: the feed still owes its resend after a restore.
+const RESEND_MARK: &str = "resend_after_restore:";
+
+/// `backup DEST`: needs no run lock, so it is safe at any time.
+fn backup(config: &Config, dest: &Path, out: Output) -> anyhow::Result<u8> {
+    let dest = if dest.is_dir() {
+        dest.join(
+            config
+                .state
+                .file_name()
+                .unwrap_or("feedsync.sqlite".as_ref()),
+        )
+    } else {
+        dest.to_path_buf()
+    };
+    if let (Ok(a), Ok(b)) = (dest.canonicalize(), config.state.canonicalize())
+        && a == b
+    {
+        return Err(Error::config(format!(
+            "{} is the state file itself; back it up somewhere else",
+            dest.display()
+        ))
+        .into());
+    }
+    let state = State::open_existing(&config.state)?;
+    state.backup_to(&dest, clock::now_secs())?;
+    if out.summaries() {
+        eprintln!("backed up {} to {}", config.state.display(), dest.display());
+    }
+    Ok(exit::OK)
 }
 
 fn sync(config: &Config, args: &SyncArgs, out: Output) -> anyhow::Result<u8> {
@@ -249,15 +403,16 @@ fn run(config: &Config, out: Output) -> anyhow::Result<u8> {
 /// One look at the schedule: take the lock, find the due jobs, run them.
 fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
     let (_lock, mut state) = open_for_writing(config)?;
+    let mut code = resend_after_restore(config, &mut state, secrets, out, false)?;
     let now = clock::now();
     let last = state
-        .meta(SCHEDULE_CHECKED)?
+        .meta(schedule::SCHEDULE_CHECKED)?
         .and_then(|v| v.parse::<i64>().ok())
         .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
     let due = schedule::due(config.schedule.iter().map(|s| (s.job, &s.cron)), last, now);
-    state.set_meta(SCHEDULE_CHECKED, &now.timestamp().to_string())?;
+    state.set_meta(schedule::SCHEDULE_CHECKED, &now.timestamp().to_string())?;
     let feeds: Vec<&Feed> = config.feeds.iter().collect();
-    let mut code = exit::OK;
+    let worked = !due.is_empty();
     for name in due {
         if crate::stop::requested() {
             break;
@@ -268,11 +423,15 @@ fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
             code = report.exit;
         }
     }
+    // Only after work: a `run` with nothing due stays a few milliseconds.
+    if worked
+        && let Some(page) = &config.report_file
+        && let Err(e) = crate::html::write(config, &state, page, clock::now_secs())
+    {
+        log::warn!("status page: {e}");
+    }
     Ok(code)
 }
-
-/// When `run` last looked at the schedule (unix seconds).
-const SCHEDULE_CHECKED: &str = "schedule_checked_at";
 
 /// `run` every minute in-process until SIGTERM or SIGINT, which let the
 /// batch in flight finish.
@@ -365,4 +524,23 @@ fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<u8> {
         print!("{}", report::runs_text(&runs));
     }
     Ok(exit::OK)
+}
+
+/// `report --out`: reads the state without the run lock, like `status`.
+fn report_page(config: &Config, out: &Path) -> anyhow::Result<u8> {
+    let state = State::open_or_empty(&config.state)?;
+    crate::html::write(config, &state, out, clock::now_secs())?;
+    Ok(exit::OK)
+}
+
+/// `doctor`: 0 when all is well, 1 when something needs fixing.
+fn doctor(config: &Config) -> anyhow::Result<u8> {
+    let secrets = config::read_secrets(&config.secrets)?;
+    let findings = crate::doctor::check(config, &secrets);
+    print!("{}", findings.text());
+    Ok(if findings.problems() == 0 {
+        exit::OK
+    } else {
+        exit::ITEMS_FAILED
+    })
 }

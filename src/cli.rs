@@ -32,6 +32,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented example config, with the Luma sample exports beside it
+    Init(InitArgs),
     /// The cron entry point: run every job whose schedule is due now
     Run,
     /// Partial sync: read each feed's source, send what changed
@@ -48,10 +50,66 @@ pub enum Command {
     Items(ItemsArgs),
     /// Run history, newest first
     Runs(RunsArgs),
+    /// Write a self-contained HTML status page
+    Report(ReportArgs),
+    /// Check config, schedules, sources, targets, state file and cron; exit 1 if anything needs fixing
+    Doctor,
+    /// Copy the state file consistently, even while a run is in progress
+    Backup(BackupArgs),
     /// Drop tombstones delivered more than `tombstone_days` ago
     Cleanup,
     /// Run due jobs every minute in-process, until SIGTERM or SIGINT
     Daemon,
+    /// Print a shell completion script (the man page comes from the same definition)
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the config [default: where feedsync would look for it]
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Overwrite an existing config (the sample exports are never overwritten)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The HTML file to write
+    #[arg(long, value_name = "FILE.html")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The copy to write (replaced if it exists; a folder gets the state file's name)
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: Shell,
+}
+
+/// The shells DESIGN.md promises completions for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<Shell> for clap_complete::Shell {
+    fn from(s: Shell) -> Self {
+        match s {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -5,15 +5,22 @@
 //! The way through the code: `cli` (the command line) → `app` (the
 //! commands) → `sync` (collect and deliver), which uses `source` and
 //! `format` (reading exports), `record` (keys and hashes), `diff` (finding
-//! changes), `state` (the SQLite file) and `target` (the wire).
+//! changes), `state` (the SQLite file) and `target` (the wire). Around
+//! them, for operating it: `init` (a first config), `doctor` (checks),
+//! `html` (the status page), `joblog` (the log file) and `report` (text
+//! and JSON views).
 
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod diff;
+pub mod doctor;
 pub mod error;
 pub mod format;
+pub mod html;
+pub mod init;
+pub mod joblog;
 pub mod record;
 pub mod report;
 pub mod schedule;

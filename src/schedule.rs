@@ -13,6 +13,11 @@ use chrono::{DateTime, Local, Timelike, Utc};
 /// The jobs `run` knows, in the order it runs them when several are due.
 pub const JOBS: [&str; 5] = ["sync", "send", "retry", "resync", "cleanup"];
 
+/// The state's meta row where `run` records (unix seconds) when it last
+/// looked at the schedule: the next `run`'s window starts there, and
+/// `doctor` judges cron's liveness by it.
+pub const SCHEDULE_CHECKED: &str = "schedule_checked_at";
+
 /// A parsed crontab line.
 #[derive(Debug, Clone)]
 pub struct Cron {
@@ -79,6 +84,31 @@ impl Cron {
         self.schedules
             .iter()
             .any(|s| s.after(&after).next().is_some_and(|t| t <= until))
+    }
+
+    /// The longest wait between two fire times, looking a week ahead of
+    /// `from` (a year for rarer lines). `doctor` judges cron's liveness by it.
+    pub fn longest_gap(&self, from: DateTime<Utc>) -> chrono::Duration {
+        let from = from.with_timezone(&Local);
+        for days in [8, 400] {
+            let until = from + chrono::Duration::days(days);
+            let mut times: Vec<DateTime<Local>> = self
+                .schedules
+                .iter()
+                // A week of minutes is 10,080 fire times.
+                .flat_map(|s| s.after(&from).take(20_000).take_while(|t| *t <= until))
+                .collect();
+            times.sort();
+            times.dedup();
+            if times.len() >= 3 {
+                return times
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .max()
+                    .unwrap_or_default();
+            }
+        }
+        chrono::Duration::days(400)
     }
 }
 
@@ -253,6 +283,19 @@ mod tests {
             let e = Cron::parse(line).unwrap_err();
             assert!(e.contains(want), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn longest_gap() {
+        let from = local(2026, 11, 25, 12, 0); // a Wednesday
+        let gap = |line: &str| Cron::parse(line).unwrap().longest_gap(from).num_minutes();
+        assert_eq!(gap("* * * * *"), 1);
+        assert_eq!(gap("*/5 * * * *"), 5);
+        assert_eq!(gap("0 2 * * *"), 24 * 60);
+        // Weekdays 9-17: from Friday 17:59 to Monday 9:00.
+        assert_eq!(gap("* 9-17 * * 1-5"), (2 * 24 + 15) * 60 + 1);
+        // Whole days, whatever daylight saving does to the hours.
+        assert_eq!(gap("@monthly") / (24 * 60), 31);
     }
 
     #[test]

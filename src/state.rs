@@ -763,3 +763,179 @@ pub fn lock(state: &Path) -> Result<RunLock> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Backups and checks (`backup`, `doctor`): kept apart from the sync path.
+
+/// The meta row a copy made by `backup` carries: when it was taken. A run
+/// that finds it knows the target may hold newer versions than this file
+/// remembers, and resends everything once (see `app`).
+pub const BACKUP_TAKEN_AT: &str = "backup_taken_at";
+
+/// The schema version this build writes.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+impl State {
+    /// Opens an existing state file only to look at it or copy it: nothing
+    /// is created or migrated, and no run lock is needed.
+    pub fn open_existing(path: &Path) -> Result<State> {
+        let fail = |what: &dyn std::fmt::Display| {
+            Error::State(format!("state file {}: {what}", path.display()))
+        };
+        if path.is_dir() {
+            return Err(fail(&"is a folder, not a file"));
+        }
+        if !path.exists() {
+            return Err(fail(&"does not exist"));
+        }
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(&e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| fail(&e))?;
+        Ok(State {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The schema version the file is at (`PRAGMA user_version`).
+    pub fn user_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// `PRAGMA quick_check`: empty when the file is sound, else its findings.
+    pub fn quick_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let found: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
+        Ok(found.into_iter().filter(|l| l != "ok").collect())
+    }
+
+    /// Whether this process could write the file: takes SQLite's write lock
+    /// and lets it go at once, changing nothing.
+    pub fn check_writable(&self) -> Result<()> {
+        // A run may hold the write lock for a whole collect: do not wait long.
+        self.conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        let tried = self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(tried?)
+    }
+
+    /// The newest run that has not finished: (job, started_at).
+    pub fn unfinished_run(&self) -> Result<Option<(String, i64)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT job, started_at FROM runs WHERE finished_at IS NULL
+                 ORDER BY started_at DESC, id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Writes a consistent copy of the state file to `dest` (mode 0600),
+    /// marked with [`BACKUP_TAKEN_AT`]. Safe while a run is writing: the
+    /// copy is made in one step, under one read transaction, which WAL lets
+    /// run beside the writer. The copy appears at `dest` only once complete.
+    pub fn backup_to(&self, dest: &Path, taken_at: i64) -> Result<()> {
+        let fail = |what: &dyn std::fmt::Display| {
+            Error::State(format!("backup to {}: {what}", dest.display()))
+        };
+        let name = dest
+            .file_name()
+            .ok_or_else(|| fail(&"names no file"))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| fail(&e))?;
+        let result = (|| -> Result<()> {
+            let mut copy = Connection::open(&tmp)?;
+            {
+                let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
+                // -1: every page in one step. Smaller steps would restart
+                // whenever the run commits a batch, and might never finish.
+                let mut tries = 0;
+                loop {
+                    match backup.step(-1)? {
+                        rusqlite::backup::StepResult::Done => break,
+                        _ if tries >= 600 => {
+                            return Err(Error::State(
+                                "the state file stayed busy for a minute".into(),
+                            ));
+                        }
+                        _ => {
+                            tries += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                    }
+                }
+            }
+            copy.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![BACKUP_TAKEN_AT, taken_at.to_string()],
+            )?;
+            let problems: Vec<String> = copy
+                .prepare("PRAGMA quick_check")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if problems != ["ok"] {
+                return Err(Error::State(format!(
+                    "the copy failed its check: {}",
+                    problems.join("; ")
+                )));
+            }
+            // Closing checkpoints the copy's WAL into the file and removes it.
+            copy.close().map_err(|(_, e)| e)?;
+            let io = |e: std::io::Error| Error::State(e.to_string());
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::rename(&tmp, dest).map_err(io)?;
+            if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = File::open(dir).and_then(|d| d.sync_all());
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            for ext in ["-wal", "-shm", "-journal"] {
+                let mut p = tmp.clone().into_os_string();
+                p.push(ext);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        result.map_err(|e| match e {
+            Error::State(m) => fail(&m.trim_start_matches("state file: ")),
+            e => e,
+        })
+    }
+
+    /// Puts every delivered tombstone back in the queue: after a restore,
+    /// an item deleted, re-created and deleted again since the backup may
+    /// be at the target while this file says its deletion was delivered.
+    pub fn requeue_tombstones(&self) -> Result<u64> {
+        Ok(self.conn.execute(
+            "UPDATE items SET status = 'pending', attempts = 0, error = NULL,
+                 next_attempt_at = NULL
+             WHERE deleted = 1 AND status = 'sent'",
+            [],
+        )? as u64)
+    }
+
+    pub fn clear_meta(&self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM meta WHERE name = ?1", [name])?;
+        Ok(())
+    }
+}

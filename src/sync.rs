@@ -43,12 +43,18 @@ pub struct FeedReport {
     pub error: Option<String>,
     #[serde(skip)]
     pub exit: u8,
+    /// Time spent on this feed in this job, for the log file.
+    #[serde(skip)]
+    pub elapsed_ms: u64,
+    #[serde(skip)]
+    started: Option<std::time::Instant>,
 }
 
 impl FeedReport {
     fn new(name: &str) -> FeedReport {
         FeedReport {
             name: name.to_string(),
+            started: Some(std::time::Instant::now()),
             ..Default::default()
         }
     }
@@ -112,7 +118,10 @@ pub struct JobReport {
 }
 
 impl JobReport {
-    fn push(&mut self, r: FeedReport) {
+    fn push(&mut self, mut r: FeedReport) {
+        if let Some(t) = r.started {
+            r.elapsed_ms = t.elapsed().as_millis() as u64;
+        }
         if self.exit == exit::OK && r.exit != exit::OK {
             self.exit = r.exit;
         }

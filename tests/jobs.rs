@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -409,29 +409,15 @@ fn daemon_finishes_the_batch_in_flight_on_sigterm() {
     let env = setup(&receiver, 50, "", "");
     receiver.set(Behavior::Hang(Duration::from_millis(1500)));
     let mut child = env.command(&["daemon"]).spawn().unwrap();
-    let started = Instant::now();
-    while receiver.request_count() == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "daemon never sent"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the daemon to send", Duration::from_secs(20), || {
+        receiver.request_count() > 0
+    });
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "daemon did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
     // The batch in flight was answered and recorded; no more were sent.
     assert_eq!(receiver.request_count(), 1);

@@ -202,3 +202,25 @@ impl Env {
 pub fn config_for(receiver_url: &str, feed: &str) -> String {
     format!("[target]\nurl = \"{receiver_url}\"\nretry_base_secs = 60\n\n[[feeds]]\n{feed}\n")
 }
+
+/// Polls `done` every 20 ms until it holds; panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits for a child process to exit, at most `limit`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_for("the process to exit", limit, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}

@@ -1,0 +1,496 @@
+//! `feedsync doctor`: checks a setup the way a shop owner would want it
+//! checked before trusting it to cron — every source readable, every target
+//! answering and accepting our credentials, the state file sound and
+//! writable, cron actually starting `run`, no run stuck on the lock, no
+//! items stuck in `failed`. Each problem comes with a one-line fix.
+//!
+//! Doctor changes nothing: it sends only empty `probe` batches, writes no
+//! batch to a `file:` target, creates no state file and migrates none.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::clock;
+use crate::config::{Config, Endpoint, Feed, Secrets};
+use crate::error::Error;
+use crate::format::Splitter;
+use crate::schedule::SCHEDULE_CHECKED;
+use crate::source::Source;
+use crate::state::{self, State};
+use crate::target::{Response, SyncKind, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    /// Worth knowing, nothing to fix (a setup that has never run, say).
+    Note,
+    /// Needs fixing: doctor exits 1.
+    Problem,
+}
+
+#[derive(Debug)]
+pub struct Finding {
+    pub level: Level,
+    pub what: String,
+    /// One line saying what to do (problems always have one).
+    pub fix: Option<String>,
+}
+
+/// All of doctor's findings, in the order they were checked.
+#[derive(Debug, Default)]
+pub struct Findings(pub Vec<Finding>);
+
+impl Findings {
+    fn ok(&mut self, what: impl Into<String>) {
+        self.0.push(Finding {
+            level: Level::Ok,
+            what: what.into(),
+            fix: None,
+        });
+    }
+
+    fn note(&mut self, what: impl Into<String>, fix: Option<String>) {
+        self.0.push(Finding {
+            level: Level::Note,
+            what: what.into(),
+            fix,
+        });
+    }
+
+    fn problem(&mut self, what: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Finding {
+            level: Level::Problem,
+            what: what.into(),
+            fix: Some(fix.into()),
+        });
+    }
+
+    pub fn problems(&self) -> usize {
+        self.0.iter().filter(|f| f.level == Level::Problem).count()
+    }
+
+    /// The report as printed: one line per finding, fixes indented below.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for f in &self.0 {
+            let tag = match f.level {
+                Level::Ok => "ok",
+                Level::Note => "note",
+                Level::Problem => "PROBLEM",
+            };
+            out.push_str(&format!("{tag:<8} {}\n", f.what));
+            if let Some(fix) = &f.fix {
+                out.push_str(&format!("{:<8} fix: {fix}\n", ""));
+            }
+        }
+        match self.problems() {
+            0 => out.push_str("all well\n"),
+            1 => out.push_str("1 problem needs fixing\n"),
+            n => out.push_str(&format!("{n} problems need fixing\n")),
+        }
+        out
+    }
+}
+
+/// The smallest age of the last `run` that means cron has stopped.
+const MIN_STALE_SECS: i64 = 600;
+
+/// How old the last `run` may be before doctor calls cron dead: twice the
+/// longest gap of the sync schedule, and at least 10 minutes (cron starts
+/// `run` every minute; a slow run or a reboot may skip a few).
+pub fn stale_after(config: &Config) -> i64 {
+    let gap = config
+        .schedule
+        .iter()
+        .find(|s| s.job == "sync")
+        .map_or(0, |s| s.cron.longest_gap(clock::now()).num_seconds());
+    (2 * gap).max(MIN_STALE_SECS)
+}
+
+/// Runs every check.
+pub fn check(config: &Config, secrets: &Secrets) -> Findings {
+    let mut f = Findings::default();
+    f.ok(format!(
+        "config {}: {} feed{}",
+        config.path.display(),
+        config.feeds.len(),
+        if config.feeds.len() == 1 { "" } else { "s" }
+    ));
+    let lines: Vec<String> = config
+        .schedule
+        .iter()
+        .map(|s| format!("{} \"{}\"", s.job, s.line))
+        .collect();
+    f.ok(format!("schedule: {}", lines.join(", ")));
+    for feed in &config.feeds {
+        check_source(&mut f, feed);
+    }
+    let agent = crate::target::agent();
+    for feed in &config.feeds {
+        check_target(&mut f, feed, secrets, &agent);
+    }
+    check_state(&mut f, config);
+    f
+}
+
+fn check_source(f: &mut Findings, feed: &Feed) {
+    let what = feed.source.describe();
+    let read = Source::open(feed).and_then(|s| {
+        let mut records =
+            Splitter::new(s.reader, s.format).map_err(|e| Error::source(format!("{what}: {e}")))?;
+        let first = records
+            .next_record()
+            .map_err(|e| Error::source(format!("{what}: {e}")))?;
+        Ok(first.is_some())
+    });
+    match read {
+        Ok(true) => f.ok(format!("source {}: {what} is readable", feed.name)),
+        Ok(false) => f.note(
+            format!("source {}: {what} is empty", feed.name),
+            Some("an empty export deletes every item; the mass-delete guard will stop it".into()),
+        ),
+        Err(e) => {
+            let fix = match &feed.source {
+                crate::config::SourceSpec::File(p) => format!(
+                    "make sure the export exists at {} and the user running feedsync can read it",
+                    p.display()
+                ),
+                _ => format!(
+                    "check the source ({what}) by hand; `feedsync sync --feed {} --dry-run` shows the same error",
+                    feed.name
+                ),
+            };
+            f.problem(format!("source {}: {e}", feed.name), fix);
+        }
+    }
+}
+
+fn check_target(f: &mut Findings, feed: &Feed, secrets: &Secrets, agent: &ureq::Agent) {
+    let name = &feed.name;
+    match &feed.target.endpoint {
+        Endpoint::File(path) => match writable_file(path) {
+            Ok(()) => f.ok(format!("target {name}: {} is writable", path.display())),
+            Err(e) => f.problem(
+                format!("target {name}: cannot write {}: {e}", path.display()),
+                format!(
+                    "make {} (or its folder) writable for the user running feedsync",
+                    path.display()
+                ),
+            ),
+        },
+        Endpoint::Http(url) => {
+            let target = Target::new(feed.target.clone(), secrets.clone(), agent.clone());
+            match target.send(name, SyncKind::Probe, &[], None) {
+                Response::Delivered(_) => {
+                    f.ok(format!("target {name}: {url} accepted a probe batch"))
+                }
+                Response::Refused { error } => {
+                    let fix = if error.starts_with("HTTP 401") || error.starts_with("HTTP 403") {
+                        credentials_fix(secrets)
+                    } else if error.starts_with("TLS") {
+                        "check the target's certificate, or the url's host name".into()
+                    } else {
+                        format!("check the target url for feed {name} in the config")
+                    };
+                    f.problem(format!("target {name}: {url} refused us: {error}"), fix);
+                }
+                Response::Retry { error, .. } => f.problem(
+                    format!("target {name}: {url} did not answer: {error}"),
+                    "make sure the receiver is up and reachable from this machine; feedsync keeps changes queued meanwhile",
+                ),
+                Response::Rejected { error } | Response::TooLarge { error } => f.problem(
+                    format!("target {name}: {url} rejected an empty probe batch: {error}"),
+                    "the receiver must answer a batch with \"sync\": \"probe\" and no items with a 2xx (DESIGN.md, wire format)",
+                ),
+            }
+        }
+    }
+}
+
+/// Names the variables that hold the credentials, never their values.
+fn credentials_fix(secrets: &Secrets) -> String {
+    match (&secrets.token, &secrets.api_key) {
+        (None, None) => "the target wants credentials: set target.token_env (or api_key_env) to the name of an environment variable holding them".into(),
+        _ => "check the credentials in the environment variables named by target.token_env / target.api_key_env".into(),
+    }
+}
+
+/// Whether a batch could be appended to `path`, without writing one.
+fn writable_file(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        OpenOptions::new().append(true).open(path)?;
+        return Ok(());
+    }
+    writable_dir(&nearest_existing(path))
+}
+
+/// The closest folder above `path` that exists (feedsync creates the rest).
+fn nearest_existing(path: &Path) -> PathBuf {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() {
+            return PathBuf::from(".");
+        }
+        if d.exists() {
+            return d.to_path_buf();
+        }
+        dir = d.parent();
+    }
+    PathBuf::from("/")
+}
+
+/// Creates and removes a scratch file: permission bits alone do not tell
+/// (root, read-only mounts, ACLs).
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    if !dir.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a folder",
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".feedsync-doctor-{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    let written = file.write_all(b"probe");
+    let _ = std::fs::remove_file(&probe);
+    written
+}
+
+fn check_state(f: &mut Findings, config: &Config) {
+    let path = &config.state;
+    let shown = path.display();
+    if !path.exists() {
+        match writable_dir(&nearest_existing(path)) {
+            Ok(()) => f.note(
+                format!("no state file yet at {shown}; the first run creates it"),
+                None,
+            ),
+            Err(e) => f.problem(
+                format!("state file {shown} cannot be created: {e}"),
+                "make its folder writable for the user running feedsync, or set `state` elsewhere",
+            ),
+        }
+        check_lock(f, config, None);
+        return;
+    }
+    let restore = format!(
+        "restore the latest backup over {shown} (README: backup and restore), or move it away to start over (everything is sent again)"
+    );
+    let state = match State::open_existing(path) {
+        Ok(s) => s,
+        Err(e) => {
+            f.problem(format!("{e}"), restore);
+            return;
+        }
+    };
+    match state.quick_check() {
+        Ok(found) if found.is_empty() => f.ok(format!("state file {shown} passes quick_check")),
+        Ok(found) => {
+            let mut found = found;
+            found.truncate(3);
+            f.problem(
+                format!("state file {shown} is corrupt: {}", found.join("; ")),
+                restore,
+            );
+            return;
+        }
+        Err(e) => {
+            f.problem(format!("state file {shown} is corrupt: {e}"), restore);
+            return;
+        }
+    }
+    match state.check_writable() {
+        Ok(()) => {}
+        // A run in its write transaction (a long collect) holds SQLite's
+        // write lock: busy is not broken.
+        Err(e) if e.to_string().contains("database is locked") => f.note(
+            format!("state file {shown} is busy with a run's write; writability not checked"),
+            None,
+        ),
+        Err(e) => f.problem(
+            format!("state file {shown} cannot be written: {e}"),
+            format!("give the user running feedsync write access to {shown} and its folder"),
+        ),
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        f.note(
+            format!(
+                "state file {shown} is readable by other users (mode {:o})",
+                meta.permissions().mode() & 0o777
+            ),
+            Some(format!("chmod 600 {shown}")),
+        );
+    }
+    let version = state.user_version().unwrap_or(0);
+    let known = state::schema_version();
+    if version > known {
+        f.problem(
+            format!("state file {shown} was written by a newer feedsync (schema {version}, this one knows {known})"),
+            "install the newer feedsync again, or restore a backup taken before the upgrade",
+        );
+        return;
+    }
+    if version < known {
+        f.note(
+            format!("state file {shown} has schema {version}; the next run upgrades it to {known}"),
+            Some(format!(
+                "back it up first: feedsync backup {shown}.before-upgrade"
+            )),
+        );
+        check_lock(f, config, None);
+        return;
+    }
+    check_cron(f, config, &state);
+    check_lock(f, config, Some(&state));
+    check_backlog(f, config, &state);
+}
+
+fn ago(secs: i64) -> String {
+    if secs < 120 {
+        format!("{secs} s")
+    } else if secs < 7200 {
+        format!("{} min", secs / 60)
+    } else if secs < 172_800 {
+        format!("{} h", secs / 3600)
+    } else {
+        format!("{} days", secs / 86_400)
+    }
+}
+
+fn check_cron(f: &mut Findings, config: &Config, state: &State) {
+    let dir = config
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let crontab = format!(
+        "`* * * * * cd {} && feedsync run` in the crontab (or `feedsync daemon` under systemd)",
+        dir.display()
+    );
+    let last = state
+        .meta(SCHEDULE_CHECKED)
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<i64>().ok());
+    let Some(last) = last else {
+        f.note(
+            "`feedsync run` has never run with this state file",
+            Some(format!("for scheduled syncs, add {crontab}")),
+        );
+        return;
+    };
+    let age = clock::now_secs() - last;
+    let limit = stale_after(config);
+    if age > limit {
+        f.problem(
+            format!(
+                "the last `feedsync run` was {} ago ({}), more than {}: cron is not starting it",
+                ago(age),
+                clock::rfc3339(last),
+                ago(limit)
+            ),
+            format!(
+                "check {crontab}, that the cron service runs, and its mail or syslog for errors"
+            ),
+        );
+    } else {
+        f.ok(format!("last `feedsync run` {} ago", ago(age.max(0))));
+    }
+}
+
+/// The run lock: free, held by a run in progress, or held for too long.
+fn check_lock(f: &mut Findings, config: &Config, state: Option<&State>) {
+    let mut lock = config.state.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    // No lock file: nobody holds it, and doctor creates none.
+    if !lock.exists() {
+        f.ok("run lock free");
+        return;
+    }
+    let shown = lock.display();
+    match state::lock(&config.state) {
+        Ok(held) => {
+            drop(held);
+            f.ok("run lock free");
+        }
+        Err(Error::Locked(_)) => {
+            let running = state.and_then(|s| s.unfinished_run().ok().flatten());
+            let limit = stale_after(config);
+            let fix = format!(
+                "if no feedsync should be running, `fuser -v {shown}` shows who holds it; stop that process (a killed run frees the lock)"
+            );
+            match running {
+                Some((job, started)) if clock::now_secs() - started <= limit => f.note(
+                    format!(
+                        "a `{job}` run is in progress (started {} ago)",
+                        ago((clock::now_secs() - started).max(0))
+                    ),
+                    None,
+                ),
+                Some((job, started)) => f.problem(
+                    format!(
+                        "the run lock {shown} is held by a `{job}` run started {} ago",
+                        ago(clock::now_secs() - started)
+                    ),
+                    fix,
+                ),
+                None => f.problem(
+                    format!("the run lock {shown} is held, but no run is recorded as in progress"),
+                    fix,
+                ),
+            }
+        }
+        Err(e) => f.problem(
+            format!("{e}"),
+            format!("give the user running feedsync write access to {shown}"),
+        ),
+    }
+}
+
+/// Per feed: what waits, what will be retried, what needs attention.
+fn check_backlog(f: &mut Findings, config: &Config, state: &State) {
+    for feed in &config.feeds {
+        let name = &feed.name;
+        let info = match state.feed_info(name) {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                f.note(format!("feed {name} has not run yet"), None);
+                continue;
+            }
+            Err(e) => {
+                f.problem(
+                    format!("feed {name}: {e}"),
+                    "restore the latest backup (README: backup and restore)",
+                );
+                continue;
+            }
+        };
+        let Ok(c) = state.counts(info.id) else {
+            continue;
+        };
+        let last = info
+            .last_success_at
+            .map_or_else(|| "never".to_string(), clock::rfc3339);
+        f.ok(format!(
+            "feed {name}: {} live, {} awaiting submission, {} will retry, {} need attention; last success {last}",
+            c.live, c.pending, c.retry, c.failed
+        ));
+        if c.failed > 0 {
+            f.problem(
+                format!("feed {name}: {} item{} failed and need attention", c.failed, if c.failed == 1 { "" } else { "s" }),
+                format!("`feedsync items --feed {name} --status failed` shows why; fix the data (a changed item is sent again) or `feedsync resync --feed {name}`"),
+            );
+        }
+        if let Some(e) = &info.last_error {
+            f.note(format!("feed {name}: its last run ended with: {e}"), None);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The optional log file (`[log] file`): one JSON line per feed per job, for
+//! log shippers and `jq`, beside the run history in the state file.
+//!
+//! Each line is appended with a single `write` on a file opened with
+//! O_APPEND, so lines from overlapping processes (a `run` and a manual
+//! `sync`) never interleave. Lines carry counts and error texts, which never
+//! hold secrets: those live only in the environment and in request headers.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::error::exit;
+use crate::sync::{FeedReport, JobReport};
+
+/// A word for an exit code, so the log reads without the table.
+pub fn status_word(code: u8) -> &'static str {
+    match code {
+        exit::OK => "ok",
+        exit::ITEMS_FAILED => "items_failed",
+        exit::CONFIG => "config_error",
+        exit::SOURCE => "source_error",
+        exit::TARGET_REFUSED => "target_refused",
+        exit::STATE => "state_error",
+        exit::DELETE_GUARD => "delete_guard",
+        exit::LOCKED => "locked",
+        _ => "error",
+    }
+}
+
+/// One feed's line.
+pub fn line(job: &str, f: &FeedReport) -> Value {
+    let mut v = json!({
+        "ts": clock::rfc3339(clock::now_secs()),
+        "feed": f.name,
+        "job": job,
+        "status": status_word(f.exit),
+        "exit_code": f.exit,
+        "collected": f.collected,
+        "upserts": f.upserts,
+        "deletes": f.deletes,
+        "sent": f.sent,
+        "retry": f.retry,
+        "failed": f.failed,
+        "elapsed_ms": f.elapsed_ms,
+        "pid": std::process::id(),
+    });
+    if let Some(n) = f.removed {
+        v["removed"] = json!(n);
+    }
+    if let Some(e) = &f.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+/// Appends one line per feed of a finished job.
+pub fn append(path: &Path, job: &str, report: &JobReport) -> std::io::Result<()> {
+    let lines: Vec<Value> = report.feeds.iter().map(|f| line(job, f)).collect();
+    append_lines(path, &lines)
+}
+
+/// Appends a line per feed for a job that stopped as a whole (the state
+/// file failed): each feed gets the job's error.
+pub fn append_failed(
+    path: &Path,
+    job: &str,
+    feeds: &[&str],
+    code: u8,
+    error: &str,
+    elapsed_ms: u64,
+) -> std::io::Result<()> {
+    let lines: Vec<Value> = feeds
+        .iter()
+        .map(|name| {
+            let mut f = FeedReport::default();
+            f.name = name.to_string();
+            f.error = Some(error.to_string());
+            f.exit = code;
+            f.elapsed_ms = elapsed_ms;
+            line(job, &f)
+        })
+        .collect();
+    append_lines(path, &lines)
+}
+
+fn append_lines(path: &Path, lines: &[Value]) -> std::io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    for v in lines {
+        let mut bytes = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        // One write per line: O_APPEND places it whole at the end.
+        let n = file.write(&bytes)?;
+        if n != bytes.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "short write (disk full?)",
+            ));
+        }
+    }
+    Ok(())
+}
