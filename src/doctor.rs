@@ -17,7 +17,7 @@ use crate::config::{Config, Endpoint, Feed, Secrets};
 use crate::error::Error;
 use crate::format::Splitter;
 use crate::schedule::SCHEDULE_CHECKED;
-use crate::source::Source;
+use crate::source::{Opened, Source};
 use crate::state::{self, State};
 use crate::target::{Response, SyncKind, Target};
 
@@ -124,10 +124,10 @@ pub fn check(config: &Config, secrets: &Secrets) -> Findings {
         .map(|s| format!("{} \"{}\"", s.job, s.line))
         .collect();
     f.ok(format!("schedule: {}", lines.join(", ")));
-    for feed in &config.feeds {
-        check_source(&mut f, feed);
-    }
     let agent = crate::target::agent();
+    for feed in &config.feeds {
+        check_source(&mut f, feed, config, &agent);
+    }
     for feed in &config.feeds {
         check_target(&mut f, feed, secrets, &agent);
     }
@@ -135,15 +135,25 @@ pub fn check(config: &Config, secrets: &Secrets) -> Findings {
     f
 }
 
-fn check_source(f: &mut Findings, feed: &Feed) {
+/// Reads a source's first record; a command or query is stopped after it.
+fn check_source(f: &mut Findings, feed: &Feed, config: &Config, agent: &ureq::Agent) {
     let what = feed.source.describe();
-    let read = Source::open(feed).and_then(|s| {
-        let mut records =
-            Splitter::new(s.reader, s.format).map_err(|e| Error::source(format!("{what}: {e}")))?;
-        let first = records
-            .next_record()
-            .map_err(|e| Error::source(format!("{what}: {e}")))?;
-        Ok(first.is_some())
+    let cx = crate::source::Context {
+        agent,
+        validators: None,
+        workdir: config.dir(),
+    };
+    let read = Source::open(feed, &cx).and_then(|opened| {
+        let Opened::Stream(s) = opened else {
+            return Ok(true); // 304: unchanged, so it was readable before
+        };
+        let first = Splitter::new(s.reader, s.format)
+            .and_then(|mut records| records.next_record().map(|r| r.is_some()))
+            .map_err(|e| Error::source(format!("{what}: {e}")));
+        let ended = s.end.finish(false);
+        let first = first?;
+        ended?;
+        Ok(first)
     });
     match read {
         Ok(true) => f.ok(format!("source {}: {what} is readable", feed.name)),
