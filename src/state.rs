@@ -92,6 +92,7 @@ impl State {
 
     fn setup(&mut self) -> Result<()> {
         self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        rusqlite::vtab::array::load_module(&self.conn)?;
         // WAL lets `status`, `report` and `backup` read during a run; the
         // last connection to close checkpoints and removes the -wal file.
         self.conn
@@ -669,6 +670,24 @@ impl Tx<'_> {
             "UPDATE feeds SET raw_seed = ?2 WHERE id = ?1",
             params![feed_id, seed],
         )?;
+        Ok(())
+    }
+
+    /// Marks a whole acknowledged batch `sent` with one statement. (Under
+    /// the run lock nothing else changes items between send and record.)
+    pub fn mark_sent(&self, items: &[OutItem], now: i64, keep_data: bool) -> Result<()> {
+        let rowids: rusqlite::vtab::array::Array = std::rc::Rc::new(
+            items
+                .iter()
+                .map(|i| rusqlite::types::Value::Integer(i.rowid))
+                .collect(),
+        );
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET status = 'sent', sent_at = ?2, attempts = 0, error = NULL,
+                 next_attempt_at = NULL, data = CASE WHEN ?3 THEN data END
+             WHERE rowid IN rarray(?1)",
+        )?;
+        stmt.execute(params![rowids, now, keep_data])?;
         Ok(())
     }
 

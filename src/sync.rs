@@ -545,6 +545,13 @@ impl Send<'_> {
         let now = clock::now_secs();
         let keep_data = self.feed.keep_data;
         match response {
+            Response::Delivered(verdicts) if verdicts.iter().all(|v| *v == Verdict::Ok) => {
+                let tx = state.write()?;
+                tx.mark_sent(items, now, keep_data)?;
+                tx.commit()?;
+                report.sent += items.len() as u64;
+                Ok(Flow::Continue)
+            }
             Response::Delivered(verdicts) => {
                 let tx = state.write()?;
                 for (i, item) in items.iter().enumerate() {
