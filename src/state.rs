@@ -491,11 +491,13 @@ impl Tx<'_> {
         &self.0
     }
 
-    /// Every item of a feed in rowid order, with its raw hash.
+    /// Every item of a feed in rowid order, with its raw hash. (`+feed_id`
+    /// keeps SQLite on the table itself, in rowid order, instead of the
+    /// id index followed by a sort.)
     pub fn slots(&self, feed_id: i64) -> Result<Vec<Slot>> {
         let mut stmt = self.0.prepare_cached(
             "SELECT rowid, raw_hash, deleted, status = 'pending' AND data IS NULL AND NOT deleted
-             FROM items WHERE feed_id = ?1 ORDER BY rowid",
+             FROM items WHERE +feed_id = ?1 ORDER BY rowid",
         )?;
         let mut rows = stmt.query([feed_id])?;
         let mut out = Vec::new();
