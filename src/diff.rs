@@ -379,9 +379,14 @@ impl Apply<'_, '_> {
             self.found.insert(item.id.clone());
         }
         let now = self.opts.now;
-        // Valid JSON is valid UTF-8; CSV data was built as a String.
-        let text = std::str::from_utf8(data).map_err(|e| Error::source(e.to_string()))?;
-        let stored = self.opts.store_data.then_some(text);
+        // Valid JSON is valid UTF-8, and CSV data was built as a String, so
+        // this only fails on a bug; it is checked only where text is stored.
+        let text = || std::str::from_utf8(data).map_err(|e| Error::source(e.to_string()));
+        let stored = if self.opts.store_data {
+            Some(text()?)
+        } else {
+            None
+        };
         let known = if self.slots.is_empty() {
             None // a first collect has nothing to compare with
         } else {
@@ -416,8 +421,8 @@ impl Apply<'_, '_> {
         } else if skip_unchanged && !known.deleted && known.hash == item.hash {
             // Same content in other bytes: remember the bytes. Stored data is
             // kept current; a pending item without data gets it passed along.
-            self.tx
-                .touch(known.rowid, raw, known.has_data.then_some(text))?;
+            let current = if known.has_data { Some(text()?) } else { None };
+            self.tx.touch(known.rowid, raw, current)?;
             if known.pending && !known.has_data {
                 self.stash(known.rowid, data, spool)?;
             }

@@ -107,10 +107,7 @@ impl Spool {
             self.file.read_exact_at(&mut buf, base)?;
             for &(i, off, len) in &wanted[start..end] {
                 let at = (off - base) as usize;
-                let bytes = &buf[at..at + len as usize];
-                let text = String::from_utf8(bytes.to_vec())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                items[i].data = Some(text);
+                items[i].data = Some(buf[at..at + len as usize].to_vec());
             }
             start = end;
         }
@@ -144,11 +141,11 @@ mod tests {
         s.push(9, &vec![b'x'; 3 * BUFFER]).unwrap();
         s.seal().unwrap();
         let mut items = vec![out(3), out(5), out(7), out(9)];
-        items[1].data = Some("kept".into());
+        items[1].data = Some(b"kept".to_vec());
         s.fill(&mut items).unwrap();
-        assert_eq!(items[0].data.as_deref(), Some("{\"v\":3}"));
-        assert_eq!(items[1].data.as_deref(), Some("kept"));
-        assert_eq!(items[2].data.as_deref(), Some("{\"v\":2}"));
+        assert_eq!(items[0].data.as_deref(), Some(&b"{\"v\":3}"[..]));
+        assert_eq!(items[1].data.as_deref(), Some(&b"kept"[..]));
+        assert_eq!(items[2].data.as_deref(), Some(&b"{\"v\":2}"[..]));
         assert_eq!(items[3].data.as_ref().map(|d| d.len()), Some(3 * BUFFER));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "unnamed");
     }

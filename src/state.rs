@@ -317,7 +317,7 @@ impl State {
                     key: r.get(2)?,
                     hash: unblob(&r.get::<_, Vec<u8>>(3)?),
                     deleted: r.get(4)?,
-                    data: r.get(5)?,
+                    data: r.get::<_, Option<String>>(5)?.map(String::into_bytes),
                     attempts: r.get(6)?,
                 })
             },
@@ -418,7 +418,8 @@ pub struct OutItem {
     pub key: String,
     pub hash: Hash,
     pub deleted: bool,
-    pub data: Option<String>,
+    /// The JSON text to send (valid UTF-8; kept as bytes on the hot path).
+    pub data: Option<Vec<u8>>,
     pub attempts: u32,
 }
 
@@ -722,12 +723,13 @@ impl Tx<'_> {
                          next_attempt_at = ?4, data = coalesce(data, ?5)
                      WHERE rowid = ?1 AND hash = ?2",
                 )?;
+                let data = item.data.as_deref().map(String::from_utf8_lossy);
                 stmt.execute(params![
                     item.rowid,
                     hash,
                     clip(error),
                     next_attempt_at,
-                    item.data
+                    data
                 ])?;
             }
             Outcome::Failed { error } => {

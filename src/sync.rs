@@ -8,6 +8,7 @@
 //! data, so a later run can deliver it.
 
 use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -465,46 +466,63 @@ impl<'a> Jobs<'a> {
             &format!("{}: sending", feed.name),
             false,
         );
-        let mut after = 0;
-        let mut waiting = 0u64;
-        while !crate::stop::requested() {
-            let mut batch = self.state.queue(queue, after, feed.target.batch_size)?;
-            let Some(last) = batch.last() else {
-                break;
+        let mut batches = Batches {
+            queue,
+            after: 0,
+            size: feed.target.batch_size,
+            spool,
+            waiting: 0,
+        };
+        let settle = Settle { feed };
+        std::thread::scope(|scope| -> Result<()> {
+            let courier = Courier::start(scope, &target, &feed.name, kind, nonce);
+            let Some(first) = batches.next(self.state)? else {
+                return Ok(());
             };
-            after = last.rowid;
-            bar.inc(batch.len() as u64);
-            if let Some(spool) = spool {
-                spool
-                    .fill(&mut batch)
-                    .map_err(|e| Error::State(format!("spool file: {e}")))?;
-            }
-            // An upsert whose data is neither stored nor spooled waits,
-            // pending, for the next collect to read it again.
-            let before = batch.len();
-            batch.retain(|i| i.deleted || i.data.is_some());
-            waiting += (before - batch.len()) as u64;
-            if batch.is_empty() {
-                continue;
-            }
-            let send = Send {
-                feed,
-                target: &target,
-                kind,
-                nonce,
-            };
-            match send.part(self.state, &batch, report)? {
-                Flow::Continue => {}
-                Flow::StopFeed => break,
-                Flow::Refused(error) => {
-                    self.refused.insert(feed.target.url_template.clone());
-                    report.fail(&Error::TargetRefused(format!(
-                        "{error}; items stay pending"
-                    )));
-                    break;
+            bar.inc(first.len() as u64);
+            courier.submit(first);
+            loop {
+                // While the target works on one batch, read the next.
+                let upcoming = if crate::stop::requested() {
+                    None
+                } else {
+                    batches.next(self.state)?
+                };
+                let (items, response) = courier.wait();
+                // A shutdown asked for meanwhile: finish this batch, send no more.
+                let upcoming = upcoming.filter(|_| !crate::stop::requested());
+                let flow = if let Response::Delivered(verdicts) = response {
+                    // Acknowledged: send on at once, record meanwhile.
+                    if let Some(b) = &upcoming {
+                        bar.inc(b.len() as u64);
+                    }
+                    let sending = upcoming.map(|b| courier.submit(b)).is_some();
+                    settle.delivered(self.state, &items, &verdicts, report)?;
+                    if !sending {
+                        break;
+                    }
+                    continue;
+                } else {
+                    settle.failed(self.state, items, response, report, &courier)?
+                };
+                match (flow, upcoming) {
+                    (Flow::Continue, Some(b)) if !crate::stop::requested() => {
+                        bar.inc(b.len() as u64);
+                        courier.submit(b);
+                    }
+                    (Flow::Continue, _) | (Flow::StopFeed, _) => break,
+                    (Flow::Refused(error), _) => {
+                        self.refused.insert(feed.target.url_template.clone());
+                        report.fail(&Error::TargetRefused(format!(
+                            "{error}; items stay pending"
+                        )));
+                        break;
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
+        let waiting = batches.waiting;
         bar.finish_and_clear();
         if waiting > 0 {
             log::info!(
@@ -528,53 +546,146 @@ enum Flow {
     Refused(String),
 }
 
-struct Send<'a> {
-    feed: &'a Feed,
-    target: &'a Target,
-    kind: SyncKind,
-    nonce: Option<u64>,
+/// Reads the send queue batch by batch, with each item's data.
+struct Batches<'q> {
+    queue: &'q Queue<'q>,
+    after: i64,
+    size: usize,
+    spool: Option<&'q Spool>,
+    /// Upserts skipped because their data is neither stored nor spooled.
+    waiting: u64,
 }
 
-impl Send<'_> {
-    /// Sends `items` and records the outcome; splits the batch on 413 and
-    /// on other 4xx answers until the offending items stand alone.
-    fn part(&self, state: &mut State, items: &[OutItem], report: &mut FeedReport) -> Result<Flow> {
-        let response = self
-            .target
-            .send(&self.feed.name, self.kind, items, self.nonce);
+impl Batches<'_> {
+    fn next(&mut self, state: &State) -> Result<Option<Vec<OutItem>>> {
+        loop {
+            let mut batch = state.queue(self.queue, self.after, self.size)?;
+            let Some(last) = batch.last() else {
+                return Ok(None);
+            };
+            self.after = last.rowid;
+            if let Some(spool) = self.spool {
+                spool
+                    .fill(&mut batch)
+                    .map_err(|e| Error::State(format!("spool file: {e}")))?;
+            }
+            // An upsert without data stays pending for the next collect,
+            // which reads the source and passes its data along again.
+            let before = batch.len();
+            batch.retain(|i| i.deleted || i.data.is_some());
+            self.waiting += (before - batch.len()) as u64;
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
+        }
+    }
+}
+
+/// Sends batches on its own thread, so the next batch is read and the last
+/// one recorded while the target is busy. It sends one batch at a time, in
+/// order, and only what it is given: after a failure nothing more goes out.
+struct Courier {
+    to: SyncSender<Vec<OutItem>>,
+    from: Receiver<(Vec<OutItem>, Response)>,
+}
+
+impl Courier {
+    fn start<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        target: &'s Target,
+        feed: &'s str,
+        kind: SyncKind,
+        nonce: Option<u64>,
+    ) -> Courier {
+        let (to, inbox) = sync_channel::<Vec<OutItem>>(1);
+        let (outbox, from) = sync_channel(1);
+        scope.spawn(move || {
+            for items in inbox {
+                let response = target.send(feed, kind, &items, nonce);
+                if outbox.send((items, response)).is_err() {
+                    return;
+                }
+            }
+        });
+        Courier { to, from }
+    }
+
+    fn submit(&self, items: Vec<OutItem>) {
+        self.to
+            .send(items)
+            .expect("the courier thread lives as long as the scope");
+    }
+
+    fn wait(&self) -> (Vec<OutItem>, Response) {
+        self.from.recv().expect("the courier answers every batch")
+    }
+
+    fn call(&self, items: Vec<OutItem>) -> (Vec<OutItem>, Response) {
+        self.submit(items);
+        self.wait()
+    }
+}
+
+/// Records what the target said about a batch.
+struct Settle<'a> {
+    feed: &'a Feed,
+}
+
+impl Settle<'_> {
+    /// A 2xx: every item `sent`, or per the `results` the target listed.
+    fn delivered(
+        &self,
+        state: &mut State,
+        items: &[OutItem],
+        verdicts: &[Verdict],
+        report: &mut FeedReport,
+    ) -> Result<()> {
+        let now = clock::now_secs();
+        let keep_data = self.feed.keep_data;
+        let tx = state.write()?;
+        if verdicts.iter().all(|v| *v == Verdict::Ok) {
+            tx.mark_sent(items, now, keep_data)?;
+            report.sent += items.len() as u64;
+        } else {
+            for (i, item) in items.iter().enumerate() {
+                let outcome = match verdicts.get(i) {
+                    None | Some(Verdict::Ok) => {
+                        report.sent += 1;
+                        Outcome::Sent
+                    }
+                    Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
+                    Some(Verdict::Fail(e)) => {
+                        report.failed += 1;
+                        Outcome::Failed { error: e }
+                    }
+                };
+                tx.record(item, &outcome, now, keep_data)?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Anything but a 2xx. On 413 and other 4xx answers the batch is split
+    /// until the offending items stand alone.
+    fn failed(
+        &self,
+        state: &mut State,
+        items: Vec<OutItem>,
+        response: Response,
+        report: &mut FeedReport,
+        courier: &Courier,
+    ) -> Result<Flow> {
         let now = clock::now_secs();
         let keep_data = self.feed.keep_data;
         match response {
-            Response::Delivered(verdicts) if verdicts.iter().all(|v| *v == Verdict::Ok) => {
-                let tx = state.write()?;
-                tx.mark_sent(items, now, keep_data)?;
-                tx.commit()?;
-                report.sent += items.len() as u64;
-                Ok(Flow::Continue)
-            }
             Response::Delivered(verdicts) => {
-                let tx = state.write()?;
-                for (i, item) in items.iter().enumerate() {
-                    let outcome = match verdicts.get(i) {
-                        None | Some(Verdict::Ok) => {
-                            report.sent += 1;
-                            Outcome::Sent
-                        }
-                        Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
-                        Some(Verdict::Fail(e)) => {
-                            report.failed += 1;
-                            Outcome::Failed { error: e }
-                        }
-                    };
-                    tx.record(item, &outcome, now, keep_data)?;
-                }
-                tx.commit()?;
+                self.delivered(state, &items, &verdicts, report)?;
                 Ok(Flow::Continue)
             }
             Response::Retry { error, retry_after } => {
                 log::warn!("{}: {error}; will retry", self.feed.name);
                 let tx = state.write()?;
-                for item in items {
+                for item in &items {
                     let outcome = self.retry_outcome(item, &error, retry_after, now, report);
                     tx.record(item, &outcome, now, keep_data)?;
                 }
@@ -594,11 +705,16 @@ impl Send<'_> {
                 Ok(Flow::Continue)
             }
             Response::TooLarge { .. } | Response::Rejected { .. } => {
-                let (left, right) = items.split_at(items.len() / 2);
-                match self.part(state, left, report)? {
-                    Flow::Continue => self.part(state, right, report),
-                    stop => Ok(stop),
+                let mut left = items;
+                let right = left.split_off(left.len() / 2);
+                for half in [left, right] {
+                    let (half, response) = courier.call(half);
+                    match self.failed(state, half, response, report, courier)? {
+                        Flow::Continue => {}
+                        stop => return Ok(stop),
+                    }
                 }
+                Ok(Flow::Continue)
             }
             Response::Refused { error } => Ok(Flow::Refused(error)),
         }

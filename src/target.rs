@@ -339,7 +339,7 @@ pub fn envelope(feed: &str, sync: SyncKind, items: &[OutItem]) -> Vec<u8> {
             out.extend_from_slice(b",\"op\":\"upsert\",\"hash\":\"");
             out.extend_from_slice(hash_hex(item.hash).as_bytes());
             out.extend_from_slice(b"\",\"data\":");
-            out.extend_from_slice(item.data.as_deref().unwrap_or("null").as_bytes());
+            out.extend_from_slice(item.data.as_deref().unwrap_or(b"null"));
             out.push(b'}');
         }
     }
@@ -415,7 +415,7 @@ mod tests {
             key: format!("{{\"sku\":\"{id}\"}}"),
             hash: 7,
             deleted,
-            data: (!deleted).then(|| format!("{{\"sku\":\"{id}\",\"price\":\"1\"}}")),
+            data: (!deleted).then(|| format!("{{\"sku\":\"{id}\",\"price\":\"1\"}}").into_bytes()),
             attempts: 0,
         }
     }
