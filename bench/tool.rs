@@ -36,6 +36,18 @@ fn main() {
             std::hint::black_box(xxhash_rust::xxh3::xxh3_128(line));
         }),
         Some("sink") => sink(&args[1]),
+        // feedsync's own parse-and-hash of every line, for comparison.
+        Some("hash") => {
+            let config = feedsync::config::Config::parse(
+                "[target]\nurl = \"file:x\"\n[[feeds]]\nname = \"p\"\nsource = \"x.ndjson\"\nkey = [\"sku\"]\nhash_exclude = [\"updated_at\"]\n",
+                std::path::Path::new("/tmp/x.toml"),
+            )
+            .expect("config");
+            let rules = feedsync::record::Rules::new(&config.feeds[0]);
+            floor(&args[1], |line| {
+                std::hint::black_box(rules.from_json(line).expect("valid"));
+            })
+        }
         _ => {
             eprintln!("usage: benchtool gen|parse|scan|sink …");
             std::process::exit(2);
