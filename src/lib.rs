@@ -11,6 +11,7 @@
 //! and JSON views).
 
 pub mod app;
+pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;

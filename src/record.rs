@@ -7,18 +7,14 @@
 //! the key order or spacing in the source. Every value is hashed with a
 //! tag for its type, and containers hash their members' hashes.
 //!
-//! JSON records are hashed while serde_json parses them, without building
-//! a `Value` tree: parsing dominates the cost of a first sync, and the tree
+//! JSON records are hashed by `canonical`'s scanner straight from their
+//! bytes: parsing dominates the cost of a first sync, and a `Value` tree
 //! would only be thrown away. CSV records arrive as a `Value` and are
 //! hashed by walking it with the same scheme, so a CSV row and a JSON
 //! object with equal content hash alike.
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
-use xxhash_rust::xxh3::{Xxh3, xxh3_128_with_seed};
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::config::Feed;
 
@@ -61,19 +57,19 @@ pub struct Rules {
 
 /// A place in the record that a rule names.
 #[derive(Debug, Clone, Default)]
-struct Node {
+pub(crate) struct Node {
     children: Vec<(String, Node)>,
-    exclude: bool,
-    sort: bool,
+    pub exclude: bool,
+    pub sort: bool,
     key: Option<usize>,
     deleted: bool,
 }
 
 impl Node {
-    fn child(&self, name: &str) -> Option<&Node> {
+    pub fn child(&self, name: &[u8]) -> Option<&Node> {
         self.children
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.as_bytes() == name)
             .map(|(_, c)| c)
     }
 
@@ -141,15 +137,7 @@ impl Rules {
     /// record is bad.
     pub fn from_json(&self, bytes: &[u8]) -> Result<Item, String> {
         let mut caps = Captures::new(self.key.len());
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let hash = Walk {
-            node: Some(&self.root),
-            caps: &mut caps,
-            top: true,
-        }
-        .deserialize(&mut de)
-        .and_then(|h| de.end().map(|_| h))
-        .map_err(json_reason)?;
+        let hash = crate::canonical::hash_record(bytes, &self.root, &mut caps)?;
         self.finish(hash, caps)
     }
 
@@ -195,7 +183,7 @@ impl Rules {
 }
 
 /// Values the rules ask for, picked up while hashing.
-struct Captures {
+pub(crate) struct Captures {
     keys: Vec<Option<Value>>,
     deleted: Option<Value>,
 }
@@ -209,7 +197,7 @@ impl Captures {
     }
 
     /// Records `v` if `node` is a key field or the deleted field.
-    fn take(&mut self, node: Option<&Node>, v: impl FnOnce() -> Value) {
+    pub fn take(&mut self, node: Option<&Node>, v: impl FnOnce() -> Value) {
         if let Some(n) = node
             && (n.key.is_some() || n.deleted)
         {
@@ -224,54 +212,63 @@ impl Captures {
     }
 }
 
-// The hashing scheme: a seed per type keeps the domains apart.
-const NULL: u64 = 1;
-const BOOL: u64 = 2;
-const UINT: u64 = 3;
-const INT: u64 = 4;
-const FLOAT: u64 = 5;
-const STRING: u64 = 6;
-const ARRAY: u64 = 7;
-const OBJECT: u64 = 8;
+/// The hashing scheme: a seed per type keeps the domains apart, and
+/// containers hash their members' hashes.
+pub(crate) mod scheme {
+    use super::Hash;
+    use xxhash_rust::xxh3::{Xxh3, xxh3_128_with_seed};
 
-fn h_array(items: &mut [Hash], sort: bool) -> Hash {
-    if sort {
-        items.sort_unstable();
-    }
-    let mut h = Xxh3::with_seed(ARRAY);
-    for item in items.iter() {
-        h.update(&item.to_le_bytes());
-    }
-    h.digest128()
-}
+    pub const NULL: u64 = 1;
+    pub const BOOL: u64 = 2;
+    const UINT: u64 = 3;
+    const INT: u64 = 4;
+    const FLOAT: u64 = 5;
+    pub const STRING: u64 = 6;
+    const ARRAY: u64 = 7;
+    const OBJECT: u64 = 8;
 
-/// Members sorted by key; of repeated keys the last one counts, as in
-/// serde_json's own maps.
-fn h_object<K: AsRef<str>>(members: &mut [(K, Hash)]) -> Hash {
-    members.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-    let mut h = Xxh3::with_seed(OBJECT);
-    for (i, (k, v)) in members.iter().enumerate() {
-        if members
-            .get(i + 1)
-            .is_some_and(|next| next.0.as_ref() == k.as_ref())
-        {
-            continue;
+    pub fn array(items: &mut [Hash], sort: bool) -> Hash {
+        if sort {
+            items.sort_unstable();
         }
-        h.update(&(k.as_ref().len() as u32).to_le_bytes());
-        h.update(k.as_ref().as_bytes());
-        h.update(&v.to_le_bytes());
+        let mut h = Xxh3::with_seed(ARRAY);
+        for item in items.iter() {
+            h.update(&item.to_le_bytes());
+        }
+        h.digest128()
     }
-    h.digest128()
-}
 
-fn h_number(n: &serde_json::Number) -> Hash {
-    if let Some(u) = n.as_u64() {
-        xxh3_128_with_seed(&u.to_le_bytes(), UINT)
-    } else if let Some(i) = n.as_i64() {
-        xxh3_128_with_seed(&i.to_le_bytes(), INT)
-    } else {
-        let f = n.as_f64().unwrap_or(0.0);
-        xxh3_128_with_seed(&f.to_bits().to_le_bytes(), FLOAT)
+    /// Members in any order; sorted by key here.
+    pub fn object<K: AsRef<[u8]>>(members: &mut [(K, Hash)]) -> Hash {
+        members.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+        object_sorted(members.iter().map(|(k, v)| (k.as_ref(), *v)))
+    }
+
+    /// Members sorted by key (stably). Of repeated keys the last one
+    /// counts, as in serde_json's own maps.
+    pub fn object_sorted<'k>(members: impl Iterator<Item = (&'k [u8], Hash)>) -> Hash {
+        let mut h = Xxh3::with_seed(OBJECT);
+        let mut members = members.peekable();
+        while let Some((k, v)) = members.next() {
+            if members.peek().is_some_and(|next| next.0 == k) {
+                continue;
+            }
+            h.update(&(k.len() as u32).to_le_bytes());
+            h.update(k);
+            h.update(&v.to_le_bytes());
+        }
+        h.digest128()
+    }
+
+    pub fn number(n: &serde_json::Number) -> Hash {
+        if let Some(u) = n.as_u64() {
+            xxh3_128_with_seed(&u.to_le_bytes(), UINT)
+        } else if let Some(i) = n.as_i64() {
+            xxh3_128_with_seed(&i.to_le_bytes(), INT)
+        } else {
+            let f = n.as_f64().unwrap_or(0.0);
+            xxh3_128_with_seed(&f.to_bits().to_le_bytes(), FLOAT)
+        }
     }
 }
 
@@ -279,180 +276,37 @@ fn walk_value(v: &Value, node: Option<&Node>, caps: &mut Captures) -> Hash {
     match v {
         Value::Null => {
             caps.take(node, || Value::Null);
-            xxh3_128_with_seed(b"", NULL)
+            xxh3_128_with_seed(b"", scheme::NULL)
         }
         Value::Bool(b) => {
             caps.take(node, || Value::Bool(*b));
-            xxh3_128_with_seed(&[*b as u8], BOOL)
+            xxh3_128_with_seed(&[*b as u8], scheme::BOOL)
         }
         Value::Number(n) => {
             caps.take(node, || Value::Number(n.clone()));
-            h_number(n)
+            scheme::number(n)
         }
         Value::String(s) => {
             caps.take(node, || Value::String(s.clone()));
-            xxh3_128_with_seed(s.as_bytes(), STRING)
+            xxh3_128_with_seed(s.as_bytes(), scheme::STRING)
         }
         Value::Array(a) => {
             caps.take(node, || Value::Array(Vec::new()));
             let mut items: Vec<Hash> = a.iter().map(|x| walk_value(x, None, caps)).collect();
-            h_array(&mut items, node.is_some_and(|n| n.sort))
+            scheme::array(&mut items, node.is_some_and(|n| n.sort))
         }
         Value::Object(m) => {
             caps.take(node, || Value::Object(Map::new()));
-            let mut members: Vec<(&str, Hash)> = Vec::with_capacity(m.len());
+            let mut members: Vec<(&[u8], Hash)> = Vec::with_capacity(m.len());
             for (k, v) in m {
-                let child = node.and_then(|n| n.child(k));
+                let child = node.and_then(|n| n.child(k.as_bytes()));
                 let h = walk_value(v, child, caps);
                 if !child.is_some_and(|c| c.exclude) {
-                    members.push((k, h));
+                    members.push((k.as_bytes(), h));
                 }
             }
-            h_object(&mut members)
+            scheme::object(&mut members)
         }
-    }
-}
-
-/// Hashes one JSON value as serde_json parses it.
-struct Walk<'a, 'n> {
-    node: Option<&'n Node>,
-    caps: &'a mut Captures,
-    /// The record itself, which must be an object.
-    top: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Walk<'_, '_> {
-    type Value = Hash;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Hash, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl Walk<'_, '_> {
-    fn scalar<E: de::Error>(self, v: impl FnOnce() -> Value, h: Hash) -> Result<Hash, E> {
-        if self.top {
-            return Err(E::custom("not a JSON object"));
-        }
-        self.caps.take(self.node, v);
-        Ok(h)
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_, '_> {
-    type Value = Hash;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Hash, E> {
-        self.scalar(|| Value::Null, xxh3_128_with_seed(b"", NULL))
-    }
-
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Hash, E> {
-        self.scalar(|| Value::Bool(b), xxh3_128_with_seed(&[b as u8], BOOL))
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Hash, E> {
-        self.scalar(|| n.into(), xxh3_128_with_seed(&n.to_le_bytes(), UINT))
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Hash, E> {
-        // serde_json reports non-negative integers as u64, like its Value.
-        if n >= 0 {
-            return self.visit_u64(n as u64);
-        }
-        self.scalar(|| n.into(), xxh3_128_with_seed(&n.to_le_bytes(), INT))
-    }
-
-    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Hash, E> {
-        let h = xxh3_128_with_seed(&f.to_bits().to_le_bytes(), FLOAT);
-        self.scalar(|| Value::from(f), h)
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Hash, E> {
-        let h = xxh3_128_with_seed(s.as_bytes(), STRING);
-        self.scalar(|| Value::String(s.to_string()), h)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Hash, A::Error> {
-        if self.top {
-            return Err(de::Error::custom("not a JSON object"));
-        }
-        self.caps.take(self.node, || Value::Array(Vec::new()));
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(h) = seq.next_element_seed(Walk {
-            node: None,
-            caps: &mut *self.caps,
-            top: false,
-        })? {
-            items.push(h);
-        }
-        Ok(h_array(&mut items, self.node.is_some_and(|n| n.sort)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Hash, A::Error> {
-        self.caps.take(self.node, || Value::Object(Map::new()));
-        let mut members: Vec<(Cow<'de, str>, Hash)> = Vec::with_capacity(48);
-        while let Some(k) = map.next_key_seed(KeySeed)? {
-            let child = self.node.and_then(|n| n.child(&k));
-            let h = map.next_value_seed(Walk {
-                node: child,
-                caps: &mut *self.caps,
-                top: false,
-            })?;
-            if !child.is_some_and(|c| c.exclude) {
-                members.push((k, h));
-            }
-        }
-        Ok(h_object(&mut members))
-    }
-}
-
-/// Object keys, borrowed from the input unless they hold escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(KeySeed)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(s))
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s.to_string()))
-    }
-}
-
-/// serde_json's message without its "at line 1 column N" tail, which would
-/// be relative to the record, with the column kept.
-pub fn json_reason(e: serde_json::Error) -> String {
-    let msg = e.to_string();
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
-    };
-    if e.line() > 1 {
-        format!(
-            "{msg} (line {} column {} of the record)",
-            e.line(),
-            e.column()
-        )
-    } else {
-        format!("{msg} (column {})", e.column())
     }
 }
 

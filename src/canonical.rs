@@ -1,0 +1,655 @@
+//! A strict JSON scanner that computes a record's canonical hash in one
+//! pass over its bytes, building no tree and copying no strings.
+//!
+//! Parsing is the largest cost of a first sync, and a general-purpose
+//! parser does work this job throws away: it decodes every string into an
+//! owned buffer and every object into a map. This scanner validates the
+//! record as RFC 8259 JSON, hashes strings straight from the input (only
+//! strings with escapes are decoded, into a reused buffer), and keeps one
+//! reused list of (key, hash) pairs per nesting level for sorting. It hashes
+//! with the same scheme as `record`'s walk over a `serde_json::Value`;
+//! tests hold the two to agreeing.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+use xxhash_rust::xxh3::xxh3_128_with_seed;
+
+use crate::record::{Captures, Hash, Node, scheme};
+
+/// Deeper nesting than this is refused, as serde_json does, so a hostile
+/// record cannot exhaust the stack.
+const MAX_DEPTH: usize = 128;
+
+/// Hashes one JSON object record, picking up what `caps` asks for.
+pub(crate) fn hash_record(bytes: &[u8], root: &Node, caps: &mut Captures) -> Result<Hash, String> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.keys.clear();
+        // Checked once for the whole record rather than string by string:
+        // most strings are short, and per-call costs would dominate.
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Err(format!("invalid UTF-8 (column {})", e.valid_up_to() + 1));
+        }
+        let mut s = Scanner {
+            b: bytes,
+            i: 0,
+            // Control characters may stand between tokens (tab, newline,
+            // CR), never inside strings; most records have none at all.
+            controls: first_control(bytes).is_some(),
+            caps,
+            pool: &mut pool,
+        };
+        s.ws();
+        if s.peek() != Some(b'{') {
+            return Err(match s.peek() {
+                None => "EOF while parsing a value (column 1)".to_string(),
+                Some(_) => "not a JSON object".to_string(),
+            });
+        }
+        let h = s.value(Some(root), 0)?;
+        s.ws();
+        if s.i < s.b.len() {
+            return Err(s.err("trailing characters"));
+        }
+        Ok(h)
+    })
+}
+
+/// The first byte below 0x20, eight bytes at a time: strings make up
+/// most of a record, so this check is on the hot path.
+fn first_control(run: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = run.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let x = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        // A lane's high bit survives only where its byte is below 0x20.
+        if x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0 {
+            return c.iter().position(|&b| b < 0x20).map(|p| at + p);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b < 0x20)
+        .map(|p| at + p)
+}
+
+/// Reused buffers: member and item lists for each nesting level, one for
+/// unescaping, and one holding the keys that had escapes.
+#[derive(Default)]
+struct Pool {
+    members: Vec<Vec<Member>>,
+    items: Vec<Vec<Hash>>,
+    text: Vec<u8>,
+    keys: Vec<u8>,
+}
+
+/// An object member: its key's place (in the record, or among the decoded
+/// keys) and its value's hash.
+#[derive(Clone, Copy)]
+struct Member {
+    decoded: bool,
+    start: u32,
+    len: u32,
+    hash: Hash,
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool::default());
+}
+
+struct Scanner<'a, 'c> {
+    b: &'a [u8],
+    i: usize,
+    /// The record holds bytes below 0x20, so strings must be checked.
+    controls: bool,
+    caps: &'c mut Captures,
+    pool: &'c mut Pool,
+}
+
+impl<'a> Scanner<'a, '_> {
+    fn err(&self, what: &str) -> String {
+        format!("{what} (column {})", self.i + 1)
+    }
+
+    fn eof(&self, inside: &str) -> String {
+        format!("EOF while parsing {inside} (column {})", self.i + 1)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self, node: Option<&Node>, depth: usize) -> Result<Hash, String> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("recursion limit exceeded"));
+        }
+        match self.peek() {
+            None => Err(self.eof("a value")),
+            Some(b'{') => self.object(node, depth),
+            Some(b'[') => self.array(node, depth),
+            Some(b'"') => {
+                let s = self.string()?;
+                let h = xxh3_128_with_seed(&s, scheme::STRING);
+                // The record is valid UTF-8, and so is every string in it.
+                self.caps.take(node, || {
+                    Value::String(String::from_utf8_lossy(&s).into_owned())
+                });
+                Ok(h)
+            }
+            Some(b't') => self.literal(b"true", node, Value::Bool(true)),
+            Some(b'f') => self.literal(b"false", node, Value::Bool(false)),
+            Some(b'n') => self.literal(b"null", node, Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(node),
+            Some(_) => Err(self.err("expected value")),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], node: Option<&Node>, v: Value) -> Result<Hash, String> {
+        if !self.b[self.i..].starts_with(word) {
+            if word.starts_with(&self.b[self.i..]) {
+                return Err(self.eof("a value"));
+            }
+            return Err(self.err("expected value"));
+        }
+        self.i += word.len();
+        let h = match &v {
+            Value::Bool(b) => xxh3_128_with_seed(&[*b as u8], scheme::BOOL),
+            _ => xxh3_128_with_seed(b"", scheme::NULL),
+        };
+        self.caps.take(node, || v);
+        Ok(h)
+    }
+
+    /// A number, classified as serde_json does: integers that fit are
+    /// u64 (non-negative) or i64 (negative), everything else f64.
+    fn number(&mut self, node: Option<&Node>) -> Result<Hash, String> {
+        let start = self.i;
+        let digits = |s: &mut Self| {
+            let from = s.i;
+            while let Some(b'0'..=b'9') = s.peek() {
+                s.i += 1;
+            }
+            s.i - from
+        };
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        match digits(self) {
+            0 if self.peek().is_none() => return Err(self.eof("a number")),
+            0 => return Err(self.err("invalid number")),
+            n if n > 1 && self.b[int_start] == b'0' => return Err(self.err("invalid number")),
+            _ => {}
+        }
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            float = true;
+            if digits(self) == 0 {
+                return Err(match self.peek() {
+                    None => self.eof("a number"),
+                    Some(_) => self.err("invalid number"),
+                });
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            float = true;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if digits(self) == 0 {
+                return Err(match self.peek() {
+                    None => self.eof("a number"),
+                    Some(_) => self.err("invalid number"),
+                });
+            }
+        }
+        // ASCII digits and signs only, so this cannot fail.
+        let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("0");
+        let n: serde_json::Number = if !float && !negative {
+            match text.parse::<u64>() {
+                Ok(u) => u.into(),
+                Err(_) => self.float(text)?,
+            }
+        } else if !float {
+            match text.parse::<i64>() {
+                Ok(i) => i.into(),
+                Err(_) => self.float(text)?,
+            }
+        } else {
+            self.float(text)?
+        };
+        let h = scheme::number(&n);
+        self.caps.take(node, || Value::Number(n));
+        Ok(h)
+    }
+
+    fn float(&self, text: &str) -> Result<serde_json::Number, String> {
+        text.parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .ok_or_else(|| self.err("number out of range"))
+    }
+
+    /// A string's content: borrowed from the input when it has no escapes.
+    fn string(&mut self) -> Result<Cow<'a, [u8]>, String> {
+        self.i += 1; // the opening quote
+        let start = self.i;
+        let b = self.b;
+        let Some(end) = memchr::memchr2(b'"', b'\\', &b[start..]).map(|n| start + n) else {
+            self.i = b.len();
+            return Err(self.eof("a string"));
+        };
+        if b[end] == b'"' {
+            let plain = &b[start..end];
+            self.check(plain, start)?;
+            self.i = end + 1;
+            return Ok(Cow::Borrowed(plain));
+        }
+        // Escapes: decode into the reused buffer.
+        let mut out = std::mem::take(&mut self.pool.text);
+        out.clear();
+        self.i = start;
+        let result = self.escaped(&mut out).map(|()| Cow::Owned(out.clone()));
+        self.pool.text = out;
+        result
+    }
+
+    /// No control characters inside strings.
+    fn check(&self, run: &[u8], at: usize) -> Result<(), String> {
+        if !self.controls {
+            return Ok(());
+        }
+        match first_control(run) {
+            Some(p) => Err(format!(
+                "control character (\\u{:04X}) found while parsing a string (column {})",
+                run[p],
+                at + p + 1
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn escaped(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let b = self.b;
+        loop {
+            let Some(n) = memchr::memchr2(b'"', b'\\', &b[self.i..]) else {
+                self.i = b.len();
+                return Err(self.eof("a string"));
+            };
+            let run = &b[self.i..self.i + n];
+            self.check(run, self.i)?;
+            out.extend_from_slice(run);
+            self.i += n;
+            if b[self.i] == b'"' {
+                self.i += 1;
+                return Ok(());
+            }
+            self.i += 1; // the backslash
+            let Some(&c) = b.get(self.i) else {
+                return Err(self.eof("a string"));
+            };
+            self.i += 1;
+            let simple = match c {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                b'/' => b'/',
+                b'b' => 0x08,
+                b'f' => 0x0c,
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'u' => {
+                    let ch = self.unicode()?;
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    continue;
+                }
+                _ => return Err(self.err("invalid escape")),
+            };
+            out.push(simple);
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let Some(h) = self.b.get(self.i..self.i + 4) else {
+            self.i = self.b.len();
+            return Err(self.eof("a string"));
+        };
+        let s = std::str::from_utf8(h).map_err(|_| self.err("invalid escape"))?;
+        let v = u32::from_str_radix(s, 16).map_err(|_| self.err("invalid escape"))?;
+        if !h.iter().all(u8::is_ascii_hexdigit) {
+            return Err(self.err("invalid escape"));
+        }
+        self.i += 4;
+        Ok(v)
+    }
+
+    /// `\uXXXX`, with surrogate pairs; a lone surrogate is an error, as in
+    /// serde_json.
+    fn unicode(&mut self) -> Result<char, String> {
+        let hi = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&hi) {
+            if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                return Err(self.err("lone leading surrogate in hex escape"));
+            }
+            self.i += 2;
+            let lo = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return Err(self.err("lone leading surrogate in hex escape"));
+            }
+            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+        } else {
+            hi
+        };
+        char::from_u32(code).ok_or_else(|| self.err("invalid unicode code point"))
+    }
+
+    fn array(&mut self, node: Option<&Node>, depth: usize) -> Result<Hash, String> {
+        self.i += 1;
+        self.caps.take(node, || Value::Array(Vec::new()));
+        let mut items = self.pool.items.pop().unwrap_or_default();
+        items.clear();
+        let result = self.elements(&mut items, depth);
+        let h = result.map(|()| scheme::array(&mut items, node.is_some_and(|n| n.sort)));
+        self.pool.items.push(items);
+        h
+    }
+
+    fn elements(&mut self, items: &mut Vec<Hash>, depth: usize) -> Result<(), String> {
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            items.push(self.value(None, depth + 1)?);
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                None => return Err(self.eof("a list")),
+                Some(_) => return Err(self.err("expected `,` or `]`")),
+            }
+        }
+    }
+
+    fn object(&mut self, node: Option<&Node>, depth: usize) -> Result<Hash, String> {
+        self.i += 1;
+        self.caps.take(node, || Value::Object(Map::new()));
+        let mut members = self.pool.members.pop().unwrap_or_default();
+        members.clear();
+        let result = self.members(node, depth, &mut members);
+        let h = result.map(|()| {
+            let (record, keys) = (self.b, &self.pool.keys);
+            let key = |m: &Member| {
+                let from = if m.decoded { &keys[..] } else { record };
+                &from[m.start as usize..(m.start + m.len) as usize]
+            };
+            members.sort_by(|a, b| key(a).cmp(key(b)));
+            scheme::object_sorted(members.iter().map(|m| (key(m), m.hash)))
+        });
+        self.pool.members.push(members);
+        h
+    }
+
+    fn members(
+        &mut self,
+        node: Option<&Node>,
+        depth: usize,
+        members: &mut Vec<Member>,
+    ) -> Result<(), String> {
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            match self.peek() {
+                Some(b'"') => {}
+                None => return Err(self.eof("an object")),
+                Some(_) => return Err(self.err("key must be a string")),
+            }
+            let key = self.string()?;
+            self.ws();
+            match self.peek() {
+                Some(b':') => self.i += 1,
+                None => return Err(self.eof("an object")),
+                Some(_) => return Err(self.err("expected `:`")),
+            }
+            self.ws();
+            let child = node.and_then(|n| n.child(&key));
+            let h = self.value(child, depth + 1)?;
+            if !child.is_some_and(|c| c.exclude) {
+                let (decoded, start) = match &key {
+                    Cow::Borrowed(k) => (false, k.as_ptr() as usize - self.b.as_ptr() as usize),
+                    Cow::Owned(k) => {
+                        let at = self.pool.keys.len();
+                        self.pool.keys.extend_from_slice(k);
+                        (true, at)
+                    }
+                };
+                members.push(Member {
+                    decoded,
+                    start: start as u32,
+                    len: key.len() as u32,
+                    hash: h,
+                });
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                None => return Err(self.eof("an object")),
+                Some(_) => return Err(self.err("expected `,` or `}`")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::record::Rules;
+    use serde_json::Value;
+
+    /// xorshift64*, for reproducible random documents.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn ws(r: &mut Rng) -> &'static str {
+        [" ", "", "", "\n", "\t", "  ", "\r\n"][r.below(7) as usize]
+    }
+
+    fn string(r: &mut Rng) -> String {
+        let parts = [
+            "a",
+            "sku",
+            "é",
+            "日本",
+            "\\\"",
+            "\\\\",
+            "\\n",
+            "\\u00e9",
+            "\\ud83d\\ude00",
+            "/",
+            "\\/",
+            " ",
+            "x y",
+        ];
+        let n = r.below(4);
+        let body: String = (0..n)
+            .map(|_| parts[r.below(parts.len() as u64) as usize])
+            .collect();
+        format!("\"{body}\"")
+    }
+
+    /// A random JSON text, with random spacing and escapes.
+    fn value(r: &mut Rng, depth: u32) -> String {
+        match r.below(if depth > 3 { 6 } else { 8 }) {
+            0 => "null".into(),
+            1 => ["true", "false"][r.below(2) as usize].into(),
+            2 => [
+                "0",
+                "7",
+                "-3",
+                "18446744073709551615",
+                "18446744073709551616",
+                "-9223372036854775808",
+                "1.5",
+                "-0.25",
+                "1e3",
+                "2E-2",
+                "123.456",
+                "1.0",
+            ][r.below(12) as usize]
+                .into(),
+            3 | 4 => string(r),
+            5 => {
+                let n = r.below(4);
+                let items: Vec<String> = (0..n)
+                    .map(|_| format!("{}{}{}", ws(r), value(r, depth + 1), ws(r)))
+                    .collect();
+                format!("[{}]", items.join(","))
+            }
+            _ => object(r, depth + 1, false),
+        }
+    }
+
+    fn object(r: &mut Rng, depth: u32, top: bool) -> String {
+        let n = r.below(5);
+        let mut members: Vec<String> = (0..n)
+            .map(|_| {
+                let k = [
+                    "\"a\"",
+                    "\"b\"",
+                    "\"tags\"",
+                    "\"n\\u0061me\"",
+                    "\"é\"",
+                    "\"a\"",
+                ][r.below(6) as usize];
+                format!(
+                    "{}{k}{}:{}{}{}",
+                    ws(r),
+                    ws(r),
+                    ws(r),
+                    value(r, depth),
+                    ws(r)
+                )
+            })
+            .collect();
+        if top {
+            members.push(format!("\"sku\":{}", string(r)));
+        }
+        format!("{}{{{}}}{}", ws(r), members.join(","), ws(r))
+    }
+
+    fn rules() -> Rules {
+        Rules::build(
+            vec!["sku".into()],
+            vec!["b".into()],
+            vec!["tags".into()],
+            None,
+        )
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_random_documents() {
+        let rules = rules();
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20_000 {
+            let doc = object(&mut r, 0, true);
+            let scanned = rules.from_json(doc.as_bytes());
+            let value: Value = serde_json::from_str(&doc).expect("generated JSON is valid");
+            let walked = rules.from_value(&value);
+            match (scanned, walked) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.hash, b.hash, "{doc}");
+                    assert_eq!(a.id, b.id, "{doc}");
+                    assert_eq!(a.key, b.key, "{doc}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.contains("missing"), b.contains("missing")),
+                (a, b) => panic!("{doc}: scanner {a:?}, serde {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_what_serde_json_rejects() {
+        let rules = rules();
+        let mut r = Rng(42);
+        let mut rejected = 0;
+        for _ in 0..20_000 {
+            let mut doc = object(&mut r, 0, true).into_bytes();
+            // Damage it: cut it, or change one byte.
+            match r.below(3) {
+                0 => doc.truncate(r.below(doc.len() as u64) as usize),
+                _ => {
+                    let at = r.below(doc.len() as u64) as usize;
+                    doc[at] = b"{}[]\",:\\ a0-.eE\x01\xff"[r.below(17) as usize];
+                }
+            }
+            let serde_ok = serde_json::from_slice::<Value>(&doc).is_ok_and(|v| v.is_object());
+            let ours = rules.from_json(&doc);
+            let ours_ok = match &ours {
+                Ok(_) => true,
+                Err(e) => e.contains("key field"), // valid JSON, no usable key
+            };
+            assert_eq!(
+                ours_ok,
+                serde_ok,
+                "{:?}: {ours:?}",
+                String::from_utf8_lossy(&doc)
+            );
+            rejected += usize::from(!serde_ok);
+        }
+        assert!(rejected > 5_000, "the damage was too gentle: {rejected}");
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let rules = rules();
+        for (doc, want) in [
+            (r#"{"sku":"A","#, "EOF while parsing an object"),
+            (r#"{"sku":"A"} x"#, "trailing characters (column 13)"),
+            (r#"{"sku":"A" "b":1}"#, "expected `,` or `}` (column 12)"),
+            (r#"{"sku":"A","n":01}"#, "invalid number"),
+            ("{\"sku\":\"A\u{1}\"}", "control character"),
+            (r#"{"sku":"\x"}"#, "invalid escape"),
+            (r#"[{"sku":"A"}]"#, "not a JSON object"),
+        ] {
+            let e = rules.from_json(doc.as_bytes()).unwrap_err();
+            assert!(e.contains(want), "{doc}: {e}");
+        }
+    }
+}
