@@ -37,8 +37,6 @@ CREATE TABLE items (
     UNIQUE (feed_id, id)
 );
 
--- The send queues: everything not yet delivered, by status in rowid order.
-CREATE INDEX items_todo ON items (feed_id, status) WHERE status <> 'sent';
 
 -- Run history: one row per job.
 CREATE TABLE runs (

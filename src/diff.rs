@@ -36,6 +36,8 @@ pub struct Collected {
     /// Items that became pending in this collect.
     pub changed: u64,
     pub deleted: u64,
+    /// Anything is pending now, from this collect or an earlier one.
+    pub queued: bool,
 }
 
 pub struct Options<'a> {
@@ -182,7 +184,9 @@ pub fn collect(
         apply.deletions()?;
     }
     tx.set_raw_seed(feed_id, seed as i64)?;
-    Ok(apply.out)
+    let mut out = apply.out;
+    out.queued = out.changed > 0 || slots.iter().any(Slot::pending);
+    Ok(out)
 }
 
 /// The splitting thread: copies records into chunks for the workers.

@@ -326,9 +326,11 @@ impl State {
     }
 }
 
-/// The `status <> 'sent'` term repeats the partial index's condition so
-/// SQLite can use that index: it walks one status in rowid order.
-const QUEUE_WHERE: &str = "feed_id = ?1 AND status = ?2 AND status <> 'sent'
+/// Queues are walked in rowid order straight through the table (`+feed_id`
+/// keeps SQLite off the id index): one pass per delivery, and no index to
+/// keep up on every write. A collect that leaves nothing pending skips the
+/// walk altogether.
+const QUEUE_WHERE: &str = "+feed_id = ?1 AND status = ?2
     AND (?3 IS NULL OR next_attempt_at IS NULL OR next_attempt_at <= ?3)";
 
 /// Counts what a queue holds, by op: (upserts, deletes).
@@ -446,6 +448,7 @@ pub struct Slot {
 const HAS_RAW: u8 = 1;
 const DELETED: u8 = 2;
 const NEEDS_DATA: u8 = 4;
+const PENDING: u8 = 8;
 
 impl Slot {
     pub fn raw_hash(&self) -> Option<Hash> {
@@ -461,6 +464,10 @@ impl Slot {
     /// collect must pass the record's data along again.
     pub fn needs_data(&self) -> bool {
         self.flags & NEEDS_DATA != 0
+    }
+
+    pub fn pending(&self) -> bool {
+        self.flags & PENDING != 0
     }
 }
 
@@ -497,7 +504,8 @@ impl Tx<'_> {
     /// id index followed by a sort.)
     pub fn slots(&self, feed_id: i64) -> Result<Vec<Slot>> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT rowid, raw_hash, deleted, status = 'pending' AND data IS NULL AND NOT deleted
+            "SELECT rowid, raw_hash, deleted, status = 'pending' AND data IS NULL AND NOT deleted,
+                 status = 'pending'
              FROM items WHERE +feed_id = ?1 ORDER BY rowid",
         )?;
         let mut rows = stmt.query([feed_id])?;
@@ -509,7 +517,8 @@ impl Tx<'_> {
             };
             let flags = raw.map_or(0, |_| HAS_RAW)
                 | if r.get::<_, bool>(2)? { DELETED } else { 0 }
-                | if r.get::<_, bool>(3)? { NEEDS_DATA } else { 0 };
+                | if r.get::<_, bool>(3)? { NEEDS_DATA } else { 0 }
+                | if r.get::<_, bool>(4)? { PENDING } else { 0 };
             let raw = raw.unwrap_or(0);
             out.push(Slot {
                 rowid: r.get(0)?,

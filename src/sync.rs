@@ -268,7 +268,8 @@ impl<'a> Jobs<'a> {
             log::debug!("{}: collect took {:?}", feed.name, started.elapsed());
             match collected {
                 Ok(()) => {
-                    if !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
+                    let queued = report.upserts + report.deletes > 0;
+                    if queued && !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
                             feed_id,
                             status: status::PENDING,
@@ -369,6 +370,9 @@ impl<'a> Jobs<'a> {
             .as_ref()
             .map(|s| self.bar(s.size, &format!("{}: reading", feed.name), true));
         let tx = self.state.write()?;
+        // Whether anything may be pending; a clean collect can rule it out
+        // without a walk through the table.
+        let mut queued = true;
         if plan.cleanup {
             tx.forget_feed(feed_id)?;
         }
@@ -409,6 +413,7 @@ impl<'a> Jobs<'a> {
                 }
                 (Ok(c), Ok(v)) => {
                     report.collected = c.records;
+                    queued = c.queued;
                     v
                 }
             };
@@ -430,7 +435,9 @@ impl<'a> Jobs<'a> {
             status: status::PENDING,
             due: None,
         };
-        (report.upserts, report.deletes) = queue_size(tx.conn(), &queue)?;
+        if queued {
+            (report.upserts, report.deletes) = queue_size(tx.conn(), &queue)?;
+        }
         if plan.dry_run {
             if plan.list_items {
                 print_queue(tx.conn(), &queue)?;
@@ -460,12 +467,16 @@ impl<'a> Jobs<'a> {
             return Ok(());
         }
         let target = self.target(feed);
-        let todo = queue_size(self.state.conn(), queue)?;
-        let bar = self.bar(
-            Some(todo.0 + todo.1),
-            &format!("{}: sending", feed.name),
-            false,
-        );
+        let bar = if self.progress {
+            let todo = queue_size(self.state.conn(), queue)?;
+            self.bar(
+                Some(todo.0 + todo.1),
+                &format!("{}: sending", feed.name),
+                false,
+            )
+        } else {
+            ProgressBar::hidden()
+        };
         let mut batches = Batches {
             queue,
             after: 0,
