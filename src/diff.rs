@@ -36,9 +36,22 @@ pub struct Collected {
     /// Items that became pending in this collect.
     pub changed: u64,
     pub deleted: u64,
-    /// Anything is pending now, from this collect or an earlier one.
-    pub queued: bool,
 }
+
+/// What a collect leaves to deliver: every pending item of the feed, from
+/// this collect or an earlier one, so delivery needs no walk of the table.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Rowids, ascending.
+    pub rowids: Vec<i64>,
+    pub upserts: u64,
+    pub deletes: u64,
+}
+
+/// A slot's place in the queue.
+const NOT_QUEUED: u8 = 0;
+const UPSERT: u8 = 1;
+const DELETE: u8 = 2;
 
 pub struct Options<'a> {
     pub allow_deletes: bool,
@@ -110,7 +123,7 @@ pub fn collect(
     records: Splitter,
     opts: &Options<'_>,
     spool: &mut Spool,
-) -> Result<Collected> {
+) -> Result<(Collected, Pending)> {
     let rules = Rules::new(feed);
     let decoder = records.decoder();
     let seed = {
@@ -147,6 +160,15 @@ pub fn collect(
         opts,
         slots: &slots,
         seen: vec![false; slots.len()],
+        queue: slots
+            .iter()
+            .map(|s| match (s.pending(), s.deleted()) {
+                (false, _) => NOT_QUEUED,
+                (true, false) => UPSERT,
+                (true, true) => DELETE,
+            })
+            .collect(),
+        inserted: Vec::new(),
         // Rows above this were inserted by this collect.
         max_rowid: tx.max_rowid()?,
         found: HashSet::new(),
@@ -184,9 +206,7 @@ pub fn collect(
         apply.deletions()?;
     }
     tx.set_raw_seed(feed_id, seed as i64)?;
-    let mut out = apply.out;
-    out.queued = out.changed > 0 || slots.iter().any(Slot::pending);
-    Ok(out)
+    Ok(apply.finish())
 }
 
 /// The splitting thread: copies records into chunks for the workers.
@@ -308,12 +328,39 @@ struct Apply<'t, 'c> {
     opts: &'t Options<'t>,
     slots: &'t [Slot],
     seen: Vec<bool>,
+    /// Per slot: NOT_QUEUED, UPSERT or DELETE once this collect is done.
+    queue: Vec<u8>,
+    /// Rows this collect added, all pending upserts.
+    inserted: Vec<i64>,
     max_rowid: i64,
     found: HashSet<String>,
     out: Collected,
 }
 
 impl Apply<'_, '_> {
+    fn finish(self) -> (Collected, Pending) {
+        let mut q = Pending::default();
+        for (s, op) in self.slots.iter().zip(&self.queue) {
+            match *op {
+                UPSERT => q.upserts += 1,
+                DELETE => q.deletes += 1,
+                _ => continue,
+            }
+            q.rowids.push(s.rowid);
+        }
+        // Rowids of new rows are above every slot's, so the list stays sorted.
+        q.upserts += self.inserted.len() as u64;
+        q.rowids.extend(self.inserted);
+        (self.out, q)
+    }
+
+    /// Records that the known item at `rowid` is now queued as `op`.
+    fn queued(&mut self, rowid: i64, op: u8) {
+        if let Ok(slot) = self.slots.binary_search_by_key(&rowid, |s| s.rowid) {
+            self.queue[slot] = op;
+        }
+    }
+
     fn chunk(&mut self, chunk: &Chunk, outcomes: Vec<Outcome>, spool: &mut Spool) -> Result<()> {
         for (r, outcome) in chunk.records.iter().zip(outcomes) {
             self.out.records += 1;
@@ -405,6 +452,7 @@ impl Apply<'_, '_> {
                 .insert(self.feed_id, &item, raw, now, stored)?
                 .ok_or_else(|| self.duplicate(r, &item.id))?;
             self.stash(rowid, data, spool)?;
+            self.inserted.push(rowid);
             self.out.changed += 1;
             return Ok(());
         };
@@ -420,6 +468,7 @@ impl Apply<'_, '_> {
         if item.deleted {
             if !known.deleted {
                 self.tx.tombstone(known.rowid, now)?;
+                self.queue[slot] = DELETE;
                 self.out.changed += 1;
             }
         } else if skip_unchanged && !known.deleted && known.hash == item.hash {
@@ -433,6 +482,7 @@ impl Apply<'_, '_> {
         } else {
             self.tx.change(known.rowid, &item, raw, now, stored)?;
             self.stash(known.rowid, data, spool)?;
+            self.queue[slot] = UPSERT;
             self.out.changed += 1;
         }
         Ok(())
@@ -441,13 +491,18 @@ impl Apply<'_, '_> {
     /// `--by-ids` asked for items the source does not have: send what the
     /// state knows of them.
     fn missing_ids(&mut self, ids: &HashSet<String>) -> Result<()> {
-        for id in ids.difference(&self.found) {
+        let missing: Vec<String> = ids.difference(&self.found).cloned().collect();
+        for id in &missing {
             match self.tx.find(self.feed_id, id)? {
-                Some(k) if !k.deleted => self.tx.tombstone(k.rowid, self.opts.now)?,
-                Some(_) => {
+                Some(k) if !k.deleted => {
+                    self.tx.tombstone(k.rowid, self.opts.now)?;
+                    self.queued(k.rowid, DELETE);
+                }
+                Some(k) => {
                     let id = std::slice::from_ref(id);
                     let all = &crate::state::status::ALL;
                     self.tx.requeue(self.feed_id, all, Some(id), false)?;
+                    self.queued(k.rowid, DELETE);
                 }
                 None => {
                     log::warn!(
@@ -465,12 +520,8 @@ impl Apply<'_, '_> {
     /// A snapshot's live items that were not read are deleted, unless that
     /// is more than the mass-delete guard allows.
     fn deletions(&mut self) -> Result<()> {
-        let gone: Vec<i64> = self
-            .slots
-            .iter()
-            .zip(&self.seen)
-            .filter(|(s, seen)| !s.deleted() && !**seen)
-            .map(|(s, _)| s.rowid)
+        let gone: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| !self.slots[i].deleted() && !self.seen[i])
             .collect();
         let live = self.slots.iter().filter(|s| !s.deleted()).count() as u64;
         let feed = self.feed;
@@ -484,8 +535,9 @@ impl Apply<'_, '_> {
                 feed.name
             )));
         }
-        for rowid in &gone {
-            self.tx.tombstone(*rowid, self.opts.now)?;
+        for &slot in &gone {
+            self.tx.tombstone(self.slots[slot].rowid, self.opts.now)?;
+            self.queue[slot] = DELETE;
         }
         self.out.deleted = gone.len() as u64;
         self.out.changed += self.out.deleted;

@@ -301,6 +301,22 @@ impl State {
             .query_row("SELECT max(started_at) FROM runs", [], |r| r.get(0))?)
     }
 
+    /// The pending items among `rowids`, in rowid order.
+    pub fn pending_items(&self, rowids: &[i64]) -> Result<Vec<OutItem>> {
+        let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
+            rowids
+                .iter()
+                .map(|&r| rusqlite::types::Value::Integer(r))
+                .collect(),
+        );
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, id, key, hash, deleted, data, attempts FROM items
+             WHERE rowid IN rarray(?1) AND status = 'pending' ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([list], out_item)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// One batch of the send queue: items in `status` (and, for `retry`,
     /// due by `due`), after `after` in rowid order.
     pub fn queue(&self, q: &Queue<'_>, after: i64, limit: usize) -> Result<Vec<OutItem>> {
@@ -310,17 +326,7 @@ impl State {
         ))?;
         let rows = stmt.query_map(
             params![q.feed_id, q.status, q.due, after, limit as i64],
-            |r| {
-                Ok(OutItem {
-                    rowid: r.get(0)?,
-                    id: r.get(1)?,
-                    key: r.get(2)?,
-                    hash: unblob(&r.get::<_, Vec<u8>>(3)?),
-                    deleted: r.get(4)?,
-                    data: r.get::<_, Option<String>>(5)?.map(String::into_bytes),
-                    attempts: r.get(6)?,
-                })
-            },
+            out_item,
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -332,6 +338,18 @@ impl State {
 /// walk altogether.
 const QUEUE_WHERE: &str = "+feed_id = ?1 AND status = ?2
     AND (?3 IS NULL OR next_attempt_at IS NULL OR next_attempt_at <= ?3)";
+
+fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
+    Ok(OutItem {
+        rowid: r.get(0)?,
+        id: r.get(1)?,
+        key: r.get(2)?,
+        hash: unblob(&r.get::<_, Vec<u8>>(3)?),
+        deleted: r.get(4)?,
+        data: r.get::<_, Option<String>>(5)?.map(String::into_bytes),
+        attempts: r.get(6)?,
+    })
+}
 
 /// Counts what a queue holds, by op: (upserts, deletes).
 pub fn queue_size(conn: &Connection, q: &Queue<'_>) -> Result<(u64, u64)> {

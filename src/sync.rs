@@ -267,7 +267,7 @@ impl<'a> Jobs<'a> {
             let collected = self.collect(&feed, feed_id, plan, &mut report, &mut spool);
             log::debug!("{}: collect took {:?}", feed.name, started.elapsed());
             match collected {
-                Ok(()) => {
+                Ok(pending) => {
                     let queued = report.upserts + report.deletes > 0;
                     if queued && !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
@@ -275,9 +275,13 @@ impl<'a> Jobs<'a> {
                             status: status::PENDING,
                             due: None,
                         };
-                        let spool = Some(&spool);
+                        let from = Pick {
+                            queue: &queue,
+                            rowids: pending.as_deref(),
+                            spool: Some(&spool),
+                        };
                         let started = std::time::Instant::now();
-                        self.deliver(&feed, &queue, kind, nonce, spool, &mut report)?;
+                        self.deliver(&feed, from, kind, nonce, &mut report)?;
                         log::debug!("{}: delivery took {:?}", feed.name, started.elapsed());
                     }
                 }
@@ -310,7 +314,12 @@ impl<'a> Jobs<'a> {
                 due,
             };
             (report.upserts, report.deletes) = queue_size(self.state.conn(), &queue)?;
-            self.deliver(feed, &queue, kind, None, None, &mut report)?;
+            let from = Pick {
+                queue: &queue,
+                rowids: None,
+                spool: None,
+            };
+            self.deliver(feed, from, kind, None, &mut report)?;
             self.state
                 .finish_feed(feed_id, clock::now_secs(), report.error.as_deref())?;
             job.push(report);
@@ -333,6 +342,7 @@ impl<'a> Jobs<'a> {
 
     /// Brings a feed's items up to date and fills its send queue, all in
     /// one transaction; with `dry_run` the transaction is rolled back.
+    /// Returns the pending rowids when the diff knows them all.
     fn collect(
         &mut self,
         feed: &Feed,
@@ -340,7 +350,7 @@ impl<'a> Jobs<'a> {
         plan: &Plan,
         report: &mut FeedReport,
         spool: &mut Spool,
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<i64>>> {
         let info = self.state.feed_info(&feed.name)?;
         let stored_seed = if plan.cleanup {
             None
@@ -370,9 +380,7 @@ impl<'a> Jobs<'a> {
             .as_ref()
             .map(|s| self.bar(s.size, &format!("{}: reading", feed.name), true));
         let tx = self.state.write()?;
-        // Whether anything may be pending; a clean collect can rule it out
-        // without a walk through the table.
-        let mut queued = true;
+        let mut pending = None;
         if plan.cleanup {
             tx.forget_feed(feed_id)?;
         }
@@ -411,9 +419,10 @@ impl<'a> Jobs<'a> {
                     tx.rollback()?;
                     return Err(e);
                 }
-                (Ok(c), Ok(v)) => {
+                (Ok((c, p)), Ok(v)) => {
                     report.collected = c.records;
-                    queued = c.queued;
+                    (report.upserts, report.deletes) = (p.upserts, p.deletes);
+                    pending = Some(p.rowids);
                     v
                 }
             };
@@ -429,13 +438,14 @@ impl<'a> Jobs<'a> {
                 &[status::RETRY, status::FAILED]
             };
             tx.requeue(feed_id, statuses, ids.as_deref(), true)?;
+            pending = None;
         }
         let queue = Queue {
             feed_id,
             status: status::PENDING,
             due: None,
         };
-        if queued {
+        if pending.is_none() {
             (report.upserts, report.deletes) = queue_size(tx.conn(), &queue)?;
         }
         if plan.dry_run {
@@ -446,7 +456,7 @@ impl<'a> Jobs<'a> {
         } else {
             tx.commit()?;
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// Sends a feed's queue in batches until it is empty, a batch must be
@@ -454,10 +464,9 @@ impl<'a> Jobs<'a> {
     fn deliver(
         &mut self,
         feed: &Feed,
-        queue: &Queue<'_>,
+        from: Pick<'_>,
         kind: SyncKind,
         nonce: Option<u64>,
-        spool: Option<&Spool>,
         report: &mut FeedReport,
     ) -> Result<()> {
         if self.refused.contains(&feed.target.url_template) {
@@ -468,7 +477,7 @@ impl<'a> Jobs<'a> {
         }
         let target = self.target(feed);
         let bar = if self.progress {
-            let todo = queue_size(self.state.conn(), queue)?;
+            let todo = queue_size(self.state.conn(), from.queue)?;
             self.bar(
                 Some(todo.0 + todo.1),
                 &format!("{}: sending", feed.name),
@@ -478,10 +487,9 @@ impl<'a> Jobs<'a> {
             ProgressBar::hidden()
         };
         let mut batches = Batches {
-            queue,
+            from,
             after: 0,
             size: feed.target.batch_size,
-            spool,
             waiting: 0,
         };
         let settle = Settle { feed };
@@ -557,12 +565,22 @@ enum Flow {
     Refused(String),
 }
 
+/// Where a delivery takes its items from.
+struct Pick<'q> {
+    queue: &'q Queue<'q>,
+    /// The queue's rowids when a collect just listed them; else the queue
+    /// is walked in the table.
+    rowids: Option<&'q [i64]>,
+    /// Data of items that have none in the state.
+    spool: Option<&'q Spool>,
+}
+
 /// Reads the send queue batch by batch, with each item's data.
 struct Batches<'q> {
-    queue: &'q Queue<'q>,
+    from: Pick<'q>,
+    /// The last rowid read.
     after: i64,
     size: usize,
-    spool: Option<&'q Spool>,
     /// Upserts skipped because their data is neither stored nor spooled.
     waiting: u64,
 }
@@ -570,12 +588,26 @@ struct Batches<'q> {
 impl Batches<'_> {
     fn next(&mut self, state: &State) -> Result<Option<Vec<OutItem>>> {
         loop {
-            let mut batch = state.queue(self.queue, self.after, self.size)?;
-            let Some(last) = batch.last() else {
-                return Ok(None);
+            let mut batch = match self.from.rowids {
+                Some(list) => {
+                    let at = list.partition_point(|&r| r <= self.after);
+                    let take = &list[at..(at + self.size).min(list.len())];
+                    if take.is_empty() {
+                        return Ok(None);
+                    }
+                    self.after = take[take.len() - 1];
+                    state.pending_items(take)?
+                }
+                None => {
+                    let batch = state.queue(self.from.queue, self.after, self.size)?;
+                    let Some(last) = batch.last() else {
+                        return Ok(None);
+                    };
+                    self.after = last.rowid;
+                    batch
+                }
             };
-            self.after = last.rowid;
-            if let Some(spool) = self.spool {
+            if let Some(spool) = self.from.spool {
                 spool
                     .fill(&mut batch)
                     .map_err(|e| Error::State(format!("spool file: {e}")))?;
