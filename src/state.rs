@@ -301,8 +301,23 @@ impl State {
             .query_row("SELECT max(started_at) FROM runs", [], |r| r.get(0))?)
     }
 
-    /// The pending items among `rowids`, in rowid order.
-    pub fn pending_items(&self, rowids: &[i64]) -> Result<Vec<OutItem>> {
+    /// The pending items among `rowids` (ascending), in rowid order. A
+    /// dense run is read as a range, sequentially, instead of row by row.
+    pub fn pending_items(&self, feed_id: i64, rowids: &[i64]) -> Result<Vec<OutItem>> {
+        let (Some(&first), Some(&last)) = (rowids.first(), rowids.last()) else {
+            return Ok(Vec::new());
+        };
+        if last - first < 2 * rowids.len() as i64 {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT rowid, id, key, hash, deleted, data, attempts FROM items
+                 WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'
+                 ORDER BY rowid",
+            )?;
+            let rows = stmt.query_map(params![first, last, feed_id], out_item)?;
+            let mut items: Vec<OutItem> = rows.collect::<rusqlite::Result<_>>()?;
+            items.retain(|i| rowids.binary_search(&i.rowid).is_ok());
+            return Ok(items);
+        }
         let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
             rowids
                 .iter()
@@ -718,6 +733,25 @@ impl Tx<'_> {
              WHERE rowid IN rarray(?1)",
         )?;
         stmt.execute(params![rowids, now, keep_data])?;
+        Ok(())
+    }
+
+    /// Marks `sent` every pending item of a feed with a rowid in
+    /// `first..=last`: the same as `mark_sent` when the batch is all of
+    /// them, and a sequential pass instead of a seek per row.
+    pub fn mark_range_sent(
+        &self,
+        feed_id: i64,
+        (first, last): (i64, i64),
+        now: i64,
+        keep_data: bool,
+    ) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET status = 'sent', sent_at = ?4, attempts = 0, error = NULL,
+                 next_attempt_at = NULL, data = CASE WHEN ?5 THEN data END
+             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'",
+        )?;
+        stmt.execute(params![first, last, feed_id, now, keep_data])?;
         Ok(())
     }
 

@@ -492,7 +492,11 @@ impl<'a> Jobs<'a> {
             size: feed.target.batch_size,
             waiting: 0,
         };
-        let settle = Settle { feed };
+        let settle = Settle {
+            feed,
+            feed_id: from.queue.feed_id,
+            pending: from.rowids,
+        };
         std::thread::scope(|scope| -> Result<()> {
             let courier = Courier::start(scope, &target, &feed.name, kind, nonce);
             let Some(first) = batches.next(self.state)? else {
@@ -566,6 +570,7 @@ enum Flow {
 }
 
 /// Where a delivery takes its items from.
+#[derive(Clone, Copy)]
 struct Pick<'q> {
     queue: &'q Queue<'q>,
     /// The queue's rowids when a collect just listed them; else the queue
@@ -596,7 +601,7 @@ impl Batches<'_> {
                         return Ok(None);
                     }
                     self.after = take[take.len() - 1];
-                    state.pending_items(take)?
+                    state.pending_items(self.from.queue.feed_id, take)?
                 }
                 None => {
                     let batch = state.queue(self.from.queue, self.after, self.size)?;
@@ -672,6 +677,22 @@ impl Courier {
 /// Records what the target said about a batch.
 struct Settle<'a> {
     feed: &'a Feed,
+    feed_id: i64,
+    /// The pending rowids a collect listed, when delivery follows one.
+    pending: Option<&'a [i64]>,
+}
+
+impl Settle<'_> {
+    /// The rowid range of `items` when they are all the pending items in
+    /// it (a run of the collect's list, none left out).
+    fn whole_range(&self, items: &[OutItem]) -> Option<(i64, i64)> {
+        let list = self.pending?;
+        let (first, last) = (items.first()?.rowid, items.last()?.rowid);
+        let at = list.binary_search(&first).ok()?;
+        let run = list.get(at..at + items.len())?;
+        (run.last() == Some(&last) && run.iter().zip(items).all(|(r, i)| *r == i.rowid))
+            .then_some((first, last))
+    }
 }
 
 impl Settle<'_> {
@@ -687,7 +708,13 @@ impl Settle<'_> {
         let keep_data = self.feed.keep_data;
         let tx = state.write()?;
         if verdicts.iter().all(|v| *v == Verdict::Ok) {
-            tx.mark_sent(items, now, keep_data)?;
+            match self.whole_range(items) {
+                Some(range) => {
+                    let feed_id = self.feed_id;
+                    tx.mark_range_sent(feed_id, range, now, keep_data)?
+                }
+                None => tx.mark_sent(items, now, keep_data)?,
+            }
             report.sent += items.len() as u64;
         } else {
             for (i, item) in items.iter().enumerate() {
