@@ -320,6 +320,13 @@ fn in_order<'t, 'c>(
     )))
 }
 
+/// A record's data, and where the same bytes stand in the source, if
+/// they are its own.
+struct Data<'a> {
+    bytes: &'a [u8],
+    at: Option<u64>,
+}
+
 /// The state side of the diff: runs on the calling thread, in order.
 struct Apply<'t, 'c> {
     tx: &'t Tx<'c>,
@@ -368,11 +375,13 @@ impl Apply<'_, '_> {
             match outcome {
                 Outcome::Unchanged(slot) => self.mark_seen(slot as usize, r)?,
                 Outcome::Parsed(raw, item, data) => {
-                    let data = match &data {
-                        Some(d) => d.as_bytes(),
-                        None => bytes,
+                    // A JSON record travels as its own bytes, which a file
+                    // source can give again from where they stand.
+                    let (data, at) = match &data {
+                        Some(d) => (d.as_bytes(), None),
+                        None => (bytes, Some(r.offset)),
                     };
-                    self.parsed(r, raw, item, data, spool)?;
+                    self.parsed(r, raw, item, Data { bytes: data, at }, spool)?;
                 }
                 Outcome::Bad(why) => {
                     return Err(Error::source(format!("{}: {why}", self.place(r))));
@@ -406,12 +415,12 @@ impl Apply<'_, '_> {
 
     /// The data of an item that is pending now: kept in the state with
     /// `store_data`, else spooled for this run's deliveries.
-    fn stash(&self, rowid: i64, data: &[u8], spool: &mut Spool) -> Result<()> {
+    fn stash(&self, rowid: i64, data: &Data<'_>, spool: &mut Spool) -> Result<()> {
         if self.opts.store_data {
             return Ok(());
         }
         spool
-            .push(rowid, data)
+            .push(rowid, data.bytes, data.at)
             .map_err(|e| Error::State(format!("spool file: {e}")))
     }
 
@@ -420,7 +429,7 @@ impl Apply<'_, '_> {
         r: &Record,
         raw: Hash,
         item: Item,
-        data: &[u8],
+        data: Data<'_>,
         spool: &mut Spool,
     ) -> Result<()> {
         if let Some(ids) = self.opts.ids {
@@ -432,7 +441,7 @@ impl Apply<'_, '_> {
         let now = self.opts.now;
         // Valid JSON is valid UTF-8, and CSV data was built as a String, so
         // this only fails on a bug; it is checked only where text is stored.
-        let text = || std::str::from_utf8(data).map_err(|e| Error::source(e.to_string()));
+        let text = || std::str::from_utf8(data.bytes).map_err(|e| Error::source(e.to_string()));
         let stored = if self.opts.store_data {
             Some(text()?)
         } else {
@@ -451,7 +460,7 @@ impl Apply<'_, '_> {
                 .tx
                 .insert(self.feed_id, &item, raw, now, stored)?
                 .ok_or_else(|| self.duplicate(r, &item.id))?;
-            self.stash(rowid, data, spool)?;
+            self.stash(rowid, &data, spool)?;
             self.inserted.push(rowid);
             self.out.changed += 1;
             return Ok(());
@@ -477,11 +486,11 @@ impl Apply<'_, '_> {
             let current = if known.has_data { Some(text()?) } else { None };
             self.tx.touch(known.rowid, raw, current)?;
             if known.pending && !known.has_data {
-                self.stash(known.rowid, data, spool)?;
+                self.stash(known.rowid, &data, spool)?;
             }
         } else {
             self.tx.change(known.rowid, &item, raw, now, stored)?;
-            self.stash(known.rowid, data, spool)?;
+            self.stash(known.rowid, &data, spool)?;
             self.queue[slot] = UPSERT;
             self.out.changed += 1;
         }

@@ -21,7 +21,7 @@ pub struct RawRecord<'a> {
     pub bytes: &'a [u8],
     /// 1-based line where the record starts.
     pub line: u64,
-    /// Byte offset where the record starts.
+    /// Byte offset of `bytes` in the stream.
     pub offset: u64,
 }
 
@@ -190,6 +190,7 @@ impl Splitter {
                 continue; // blank lines are allowed
             }
             found.start += lead;
+            found.offset += lead as u64;
             found.len = trimmed;
             return Ok(Some(found));
         }

@@ -36,6 +36,33 @@ pub struct Source {
     /// Bytes to expect, when known (for the progress bar).
     pub size: Option<u64>,
     pub end: End,
+    /// A file source, to read records back from by offset (the spool then
+    /// keeps offsets instead of copies).
+    pub file: Option<SourceFile>,
+}
+
+/// A second handle on a file source, and what it looked like when opened.
+pub struct SourceFile {
+    file: File,
+    seen: (u64, Option<std::time::SystemTime>),
+}
+
+impl SourceFile {
+    pub fn new(file: &File) -> Option<SourceFile> {
+        let meta = file.metadata().ok()?;
+        Some(SourceFile {
+            file: file.try_clone().ok()?,
+            seen: (meta.len(), meta.modified().ok()),
+        })
+    }
+
+    /// The open file, if its contents are still those that were read. (A
+    /// file replaced by a rename keeps its old contents under our handle; a
+    /// file rewritten in place does not.)
+    pub fn unchanged(&self) -> Option<&File> {
+        let meta = self.file.metadata().ok()?;
+        ((meta.len(), meta.modified().ok()) == self.seen).then_some(&self.file)
+    }
 }
 
 /// What must be checked once the stream has been read.
@@ -73,6 +100,7 @@ impl Source {
                     .map_err(|e| Error::source(format!("{}: cannot open: {e}", path.display())))?;
                 Source {
                     size: file.metadata().ok().map(|m| m.len()),
+                    file: SourceFile::new(&file),
                     reader: Box::new(file),
                     format: feed.format.unwrap_or(Format::Ndjson),
                     end: End::Nothing,
@@ -200,6 +228,7 @@ fn open_http(feed: &Feed, url: &str, cx: &Context<'_>) -> Result<Opened> {
         format,
         size,
         end: End::Http(validators),
+        file: None,
     }))
 }
 
@@ -262,6 +291,7 @@ fn open_command(feed: &Feed, command: &str, workdir: &Path) -> Result<Source> {
         reader: Box::new(stdout),
         format: feed.format.unwrap_or(Format::Ndjson),
         size: None,
+        file: None,
         end: End::Command {
             child,
             command: command.to_string(),
@@ -298,6 +328,7 @@ fn open_query(db: &Path, query: &str) -> Result<Source> {
         format: Format::Ndjson,
         size: None,
         end: End::Query(thread),
+        file: None,
     })
 }
 

@@ -388,7 +388,10 @@ impl<'a> Jobs<'a> {
             // Before the diff, so it passes along the data of these items too.
             tx.requeue(feed_id, &[status::RETRY, status::FAILED], None, false)?;
         }
-        if let (Some(source), Some(bar)) = (opened, bar) {
+        if let (Some(mut source), Some(bar)) = (opened, bar) {
+            if let Some(file) = source.file.take() {
+                spool.refer_to(file);
+            }
             let reader = Box::new(bar.wrap_read(source.reader));
             let opts = diff::Options {
                 allow_deletes: plan.allow_deletes,
