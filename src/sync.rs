@@ -501,7 +501,8 @@ impl<'a> Jobs<'a> {
             pending: from.rowids,
         };
         std::thread::scope(|scope| -> Result<()> {
-            let courier = Courier::start(scope, &target, &feed.name, kind, nonce);
+            let courier =
+                Courier::start(scope, &target, batches.from.spool, &feed.name, kind, nonce);
             let Some(first) = batches.next(self.state)? else {
                 return Ok(());
             };
@@ -514,7 +515,12 @@ impl<'a> Jobs<'a> {
                 } else {
                     batches.next(self.state)?
                 };
-                let (items, response) = courier.wait();
+                let Sent {
+                    items,
+                    held,
+                    response,
+                } = courier.wait();
+                batches.waiting += held;
                 // A shutdown asked for meanwhile: finish this batch, send no more.
                 let upcoming = upcoming.filter(|_| !crate::stop::requested());
                 let flow = if let Response::Delivered(verdicts) = response {
@@ -595,55 +601,52 @@ struct Batches<'q> {
 
 impl Batches<'_> {
     fn next(&mut self, state: &State) -> Result<Option<Vec<OutItem>>> {
-        loop {
-            let mut batch = match self.from.rowids {
-                Some(list) => {
-                    let at = list.partition_point(|&r| r <= self.after);
-                    let take = &list[at..(at + self.size).min(list.len())];
-                    if take.is_empty() {
-                        return Ok(None);
-                    }
-                    self.after = take[take.len() - 1];
-                    state.pending_items(self.from.queue.feed_id, take)?
+        let batch = match self.from.rowids {
+            Some(list) => {
+                let at = list.partition_point(|&r| r <= self.after);
+                let take = &list[at..(at + self.size).min(list.len())];
+                if take.is_empty() {
+                    return Ok(None);
                 }
-                None => {
-                    let batch = state.queue(self.from.queue, self.after, self.size)?;
-                    let Some(last) = batch.last() else {
-                        return Ok(None);
-                    };
-                    self.after = last.rowid;
-                    batch
-                }
-            };
-            if let Some(spool) = self.from.spool {
-                spool
-                    .fill(&mut batch)
-                    .map_err(|e| Error::State(format!("spool file: {e}")))?;
+                self.after = take[take.len() - 1];
+                state.pending_items(self.from.queue.feed_id, take)?
             }
-            // An upsert without data stays pending for the next collect,
-            // which reads the source and passes its data along again.
-            let before = batch.len();
-            batch.retain(|i| i.deleted || i.data.is_some());
-            self.waiting += (before - batch.len()) as u64;
-            if !batch.is_empty() {
-                return Ok(Some(batch));
+            None => {
+                let batch = state.queue(self.from.queue, self.after, self.size)?;
+                let Some(last) = batch.last() else {
+                    return Ok(None);
+                };
+                self.after = last.rowid;
+                batch
             }
-        }
+        };
+        Ok(Some(batch))
     }
 }
 
 /// Sends batches on its own thread, so the next batch is read and the last
-/// one recorded while the target is busy. It sends one batch at a time, in
-/// order, and only what it is given: after a failure nothing more goes out.
+/// one recorded while the target is busy; it also reads the items' data
+/// from the spool, off the thread that works the state file. It sends one
+/// batch at a time, in order, and only what it is given: after a failure
+/// nothing more goes out.
 struct Courier {
     to: SyncSender<Vec<OutItem>>,
-    from: Receiver<(Vec<OutItem>, Response)>,
+    from: Receiver<Sent>,
+}
+
+/// A batch back from the courier: the items it sent, how many it held
+/// back for lack of data, and the answer.
+struct Sent {
+    items: Vec<OutItem>,
+    held: u64,
+    response: Response,
 }
 
 impl Courier {
     fn start<'s>(
         scope: &'s std::thread::Scope<'s, '_>,
         target: &'s Target,
+        spool: Option<&'s Spool>,
         feed: &'s str,
         kind: SyncKind,
         nonce: Option<u64>,
@@ -651,9 +654,28 @@ impl Courier {
         let (to, inbox) = sync_channel::<Vec<OutItem>>(1);
         let (outbox, from) = sync_channel(1);
         scope.spawn(move || {
-            for items in inbox {
-                let response = target.send(feed, kind, &items, nonce);
-                if outbox.send((items, response)).is_err() {
+            for mut items in inbox {
+                if let Some(spool) = spool
+                    && let Err(e) = spool.fill(&mut items)
+                {
+                    log::warn!("{feed}: spool file: {e}; those items wait for the next run");
+                }
+                // An upsert without data stays pending for the next collect,
+                // which reads the source and passes its data along again.
+                let before = items.len();
+                items.retain(|i| i.deleted || i.data.is_some());
+                let held = (before - items.len()) as u64;
+                let response = if items.is_empty() {
+                    Response::Delivered(Vec::new())
+                } else {
+                    target.send(feed, kind, &items, nonce)
+                };
+                let sent = Sent {
+                    items,
+                    held,
+                    response,
+                };
+                if outbox.send(sent).is_err() {
                     return;
                 }
             }
@@ -667,13 +689,14 @@ impl Courier {
             .expect("the courier thread lives as long as the scope");
     }
 
-    fn wait(&self) -> (Vec<OutItem>, Response) {
+    fn wait(&self) -> Sent {
         self.from.recv().expect("the courier answers every batch")
     }
 
     fn call(&self, items: Vec<OutItem>) -> (Vec<OutItem>, Response) {
         self.submit(items);
-        self.wait()
+        let sent = self.wait();
+        (sent.items, sent.response)
     }
 }
 
