@@ -5,10 +5,10 @@
 //! parser does work this job throws away: it decodes every string into an
 //! owned buffer and every object into a map. This scanner validates the
 //! record as RFC 8259 JSON, hashes strings straight from the input (only
-//! strings with escapes are decoded, into a reused buffer), and keeps one
-//! reused list of (key, hash) pairs per nesting level for sorting. It hashes
-//! with the same scheme as `record`'s walk over a `serde_json::Value`;
-//! tests hold the two to agreeing.
+//! strings with escapes are decoded, into a reused buffer), and sums object
+//! members' hashes so they need no sorting. It hashes with the same scheme
+//! as `record`'s walk over a `serde_json::Value`; tests hold the two to
+//! agreeing.
 
 use std::borrow::Cow;
 
@@ -25,7 +25,6 @@ const MAX_DEPTH: usize = 128;
 pub(crate) fn hash_record(bytes: &[u8], root: &Node, caps: &mut Captures) -> Result<Hash, String> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        pool.keys.clear();
         // Checked once for the whole record rather than string by string:
         // most strings are short, and per-call costs would dominate.
         if let Err(e) = std::str::from_utf8(bytes) {
@@ -78,24 +77,12 @@ fn first_control(run: &[u8]) -> Option<usize> {
         .map(|p| at + p)
 }
 
-/// Reused buffers: member and item lists for each nesting level, one for
-/// unescaping, and one holding the keys that had escapes.
+/// Reused buffers: item lists for each nesting level of arrays, and one
+/// for unescaping.
 #[derive(Default)]
 struct Pool {
-    members: Vec<Vec<Member>>,
     items: Vec<Vec<Hash>>,
     text: Vec<u8>,
-    keys: Vec<u8>,
-}
-
-/// An object member: its key's place (in the record, or among the decoded
-/// keys) and its value's hash.
-#[derive(Clone, Copy)]
-struct Member {
-    decoded: bool,
-    start: u32,
-    len: u32,
-    hash: Hash,
 }
 
 thread_local! {
@@ -394,32 +381,11 @@ impl<'a> Scanner<'a, '_> {
     fn object(&mut self, node: Option<&Node>, depth: usize) -> Result<Hash, String> {
         self.i += 1;
         self.caps.take(node, || Value::Object(Map::new()));
-        let mut members = self.pool.members.pop().unwrap_or_default();
-        members.clear();
-        let result = self.members(node, depth, &mut members);
-        let h = result.map(|()| {
-            let (record, keys) = (self.b, &self.pool.keys);
-            let key = |m: &Member| {
-                let from = if m.decoded { &keys[..] } else { record };
-                &from[m.start as usize..(m.start + m.len) as usize]
-            };
-            members.sort_by(|a, b| key(a).cmp(key(b)));
-            scheme::object_sorted(members.iter().map(|m| (key(m), m.hash)))
-        });
-        self.pool.members.push(members);
-        h
-    }
-
-    fn members(
-        &mut self,
-        node: Option<&Node>,
-        depth: usize,
-        members: &mut Vec<Member>,
-    ) -> Result<(), String> {
+        let mut sum: Hash = 0;
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(());
+            return Ok(scheme::object(sum));
         }
         loop {
             self.ws();
@@ -439,27 +405,14 @@ impl<'a> Scanner<'a, '_> {
             let child = node.and_then(|n| n.child(&key));
             let h = self.value(child, depth + 1)?;
             if !child.is_some_and(|c| c.exclude) {
-                let (decoded, start) = match &key {
-                    Cow::Borrowed(k) => (false, k.as_ptr() as usize - self.b.as_ptr() as usize),
-                    Cow::Owned(k) => {
-                        let at = self.pool.keys.len();
-                        self.pool.keys.extend_from_slice(k);
-                        (true, at)
-                    }
-                };
-                members.push(Member {
-                    decoded,
-                    start: start as u32,
-                    len: key.len() as u32,
-                    hash: h,
-                });
+                sum = sum.wrapping_add(scheme::member(&key, h));
             }
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(());
+                    return Ok(scheme::object(sum));
                 }
                 None => return Err(self.eof("an object")),
                 Some(_) => return Err(self.err("expected `,` or `}`")),
@@ -547,17 +500,21 @@ mod tests {
     }
 
     fn object(r: &mut Rng, depth: u32, top: bool) -> String {
-        let n = r.below(5);
+        // Unique keys (RFC 8259 asks for them; repeated ones hash apart
+        // from serde_json's last-wins), some spelled with escapes.
+        let keys = [
+            "\"a\"",
+            "\"b\"",
+            "\"tags\"",
+            "\"n\\u0061me\"",
+            "\"é\"",
+            "\"\\u00e9t\"",
+        ];
+        let n = r.below(5) as usize;
+        let start = r.below(keys.len() as u64) as usize;
         let mut members: Vec<String> = (0..n)
-            .map(|_| {
-                let k = [
-                    "\"a\"",
-                    "\"b\"",
-                    "\"tags\"",
-                    "\"n\\u0061me\"",
-                    "\"é\"",
-                    "\"a\"",
-                ][r.below(6) as usize];
+            .map(|j| {
+                let k = keys[(start + j) % keys.len()];
                 format!(
                     "{}{k}{}:{}{}{}",
                     ws(r),
