@@ -14,6 +14,7 @@
 //! only when it returns Ok, so a bad record or a tripped guard leaves the
 //! state as it was.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -178,14 +179,14 @@ pub fn collect(
     let mut apply = std::thread::scope(|scope| -> Result<Apply<'_, '_>> {
         let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(workers * 2);
         let (done_tx, done_rx) = sync_channel::<(Chunk, Vec<Outcome>)>(workers * 2);
-        scope.spawn(move || split(records, chunk_tx));
+        named(scope, "feedsync-split", move || split(records, chunk_tx));
         // Shared by the workers; when the last one stops, the splitter's
         // next send fails and it stops too.
         let chunk_rx = Arc::new(Mutex::new(chunk_rx));
         for _ in 0..workers {
             let (chunk_rx, done_tx) = (Arc::clone(&chunk_rx), done_tx.clone());
             let (index, slots, rules, decoder) = (&index, &slots, &rules, &decoder);
-            scope.spawn(move || {
+            named(scope, "feedsync-parse", move || {
                 let work = Work {
                     index,
                     slots,
@@ -207,6 +208,19 @@ pub fn collect(
     }
     tx.set_raw_seed(feed_id, seed as i64)?;
     Ok(apply.finish())
+}
+
+/// Spawns a scoped thread with a name, so profilers and `top -H` can tell
+/// the threads apart.
+pub fn named<'s, 'e, F: FnOnce() + Send + 's>(
+    scope: &'s std::thread::Scope<'s, 'e>,
+    name: &str,
+    f: F,
+) {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn_scoped(scope, f)
+        .expect("spawning a thread");
 }
 
 /// The splitting thread: copies records into chunks for the workers.
@@ -323,8 +337,19 @@ fn in_order<'t, 'c>(
 /// A record's data, and where the same bytes stand in the source, if
 /// they are its own.
 struct Data<'a> {
-    bytes: &'a [u8],
+    bytes: Cow<'a, [u8]>,
     at: Option<u64>,
+}
+
+/// A new item, waiting to be inserted with the rest of its chunk's.
+struct Fresh<'a> {
+    item: Item,
+    raw: Hash,
+    data: Data<'a>,
+    /// Where it was read, for a duplicate-key error.
+    number: u64,
+    line: u64,
+    offset: u64,
 }
 
 /// The state side of the diff: runs on the calling thread, in order.
@@ -369,26 +394,85 @@ impl Apply<'_, '_> {
     }
 
     fn chunk(&mut self, chunk: &Chunk, outcomes: Vec<Outcome>, spool: &mut Spool) -> Result<()> {
+        let mut fresh: Vec<Fresh<'_>> = Vec::new();
         for (r, outcome) in chunk.records.iter().zip(outcomes) {
             self.out.records += 1;
-            let bytes = &chunk.bytes[r.start..r.start + r.len];
             match outcome {
                 Outcome::Unchanged(slot) => self.mark_seen(slot as usize, r)?,
                 Outcome::Parsed(raw, item, data) => {
                     // A JSON record travels as its own bytes, which a file
                     // source can give again from where they stand.
-                    let (data, at) = match &data {
-                        Some(d) => (d.as_bytes(), None),
-                        None => (bytes, Some(r.offset)),
+                    let data = match data {
+                        Some(text) => Data {
+                            bytes: Cow::Owned(text.into_bytes()),
+                            at: None,
+                        },
+                        None => Data {
+                            bytes: Cow::Borrowed(&chunk.bytes[r.start..r.start + r.len]),
+                            at: Some(r.offset),
+                        },
                     };
-                    self.parsed(r, raw, item, Data { bytes: data, at }, spool)?;
+                    if let Some(new) = self.parsed(r, raw, item, data, spool)? {
+                        fresh.push(new);
+                    }
                 }
                 Outcome::Bad(why) => {
                     return Err(Error::source(format!("{}: {why}", self.place(r))));
                 }
             }
         }
+        self.add_fresh(&fresh, spool)
+    }
+
+    /// Inserts a chunk's new items, many to a statement.
+    fn add_fresh(&mut self, fresh: &[Fresh<'_>], spool: &mut Spool) -> Result<()> {
+        let now = self.opts.now;
+        for group in fresh.chunks(64) {
+            let stored: Vec<Option<&str>> = group
+                .iter()
+                .map(|f| self.stored(&f.data))
+                .collect::<Result<_>>()?;
+            let rows: Vec<_> = group
+                .iter()
+                .zip(&stored)
+                .map(|(f, text)| (&f.item, f.raw, *text))
+                .collect();
+            let first = self.tx.insert_many(self.feed_id, &rows, now)?;
+            for (n, (f, text)) in group.iter().zip(&stored).enumerate() {
+                let rowid = match first {
+                    Some(first) => first + n as i64,
+                    // A duplicate key among them: row by row, to name it.
+                    None => self
+                        .tx
+                        .insert(self.feed_id, &f.item, f.raw, now, *text)?
+                        .ok_or_else(|| {
+                            Error::source(format!(
+                                "{}: record {} (line {}, byte {}): duplicate key `{}`",
+                                self.feed.source.describe(),
+                                f.number,
+                                f.line,
+                                f.offset,
+                                f.item.id
+                            ))
+                        })?,
+                };
+                self.stash(rowid, &f.data, spool)?;
+                self.inserted.push(rowid);
+            }
+        }
         Ok(())
+    }
+
+    /// The data as text to keep in the state, when the feed keeps it.
+    /// (Valid JSON is valid UTF-8, and CSV data was built as a String, so
+    /// this fails only on a bug.)
+    fn stored<'d>(&self, data: &'d Data<'_>) -> Result<Option<&'d str>> {
+        if !self.opts.store_data {
+            return Ok(None);
+        }
+        std::str::from_utf8(&data.bytes)
+            .map(Some)
+            .map_err(|e| Error::source(e.to_string()))
     }
 
     fn place(&self, r: &Record) -> String {
@@ -420,33 +504,27 @@ impl Apply<'_, '_> {
             return Ok(());
         }
         spool
-            .push(rowid, data.bytes, data.at)
+            .push(rowid, &data.bytes, data.at)
             .map_err(|e| Error::State(format!("spool file: {e}")))
     }
 
-    fn parsed(
+    /// A record whose bytes were new: compared by content with what the
+    /// state knows. A new item is handed back, to be inserted with others.
+    fn parsed<'d>(
         &mut self,
         r: &Record,
         raw: Hash,
         item: Item,
-        data: Data<'_>,
+        data: Data<'d>,
         spool: &mut Spool,
-    ) -> Result<()> {
+    ) -> Result<Option<Fresh<'d>>> {
         if let Some(ids) = self.opts.ids {
             if !ids.contains(&item.id) {
-                return Ok(());
+                return Ok(None);
             }
             self.found.insert(item.id.clone());
         }
         let now = self.opts.now;
-        // Valid JSON is valid UTF-8, and CSV data was built as a String, so
-        // this only fails on a bug; it is checked only where text is stored.
-        let text = || std::str::from_utf8(data.bytes).map_err(|e| Error::source(e.to_string()));
-        let stored = if self.opts.store_data {
-            Some(text()?)
-        } else {
-            None
-        };
         let known = if self.slots.is_empty() {
             None // a first collect has nothing to compare with
         } else {
@@ -454,16 +532,17 @@ impl Apply<'_, '_> {
         };
         let Some(known) = known else {
             if item.deleted {
-                return Ok(()); // deleting what the target never had
+                return Ok(None); // deleting what the target never had
             }
-            let rowid = self
-                .tx
-                .insert(self.feed_id, &item, raw, now, stored)?
-                .ok_or_else(|| self.duplicate(r, &item.id))?;
-            self.stash(rowid, &data, spool)?;
-            self.inserted.push(rowid);
             self.out.changed += 1;
-            return Ok(());
+            return Ok(Some(Fresh {
+                item,
+                raw,
+                data,
+                number: self.out.records,
+                line: r.line,
+                offset: r.offset,
+            }));
         };
         if known.rowid > self.max_rowid {
             return Err(self.duplicate(r, &item.id));
@@ -483,18 +562,23 @@ impl Apply<'_, '_> {
         } else if skip_unchanged && !known.deleted && known.hash == item.hash {
             // Same content in other bytes: remember the bytes. Stored data is
             // kept current; a pending item without data gets it passed along.
-            let current = if known.has_data { Some(text()?) } else { None };
+            let current = if known.has_data {
+                std::str::from_utf8(&data.bytes).ok()
+            } else {
+                None
+            };
             self.tx.touch(known.rowid, raw, current)?;
             if known.pending && !known.has_data {
                 self.stash(known.rowid, &data, spool)?;
             }
         } else {
-            self.tx.change(known.rowid, &item, raw, now, stored)?;
+            self.tx
+                .change(known.rowid, &item, raw, now, self.stored(&data)?)?;
             self.stash(known.rowid, &data, spool)?;
             self.queue[slot] = UPSERT;
             self.out.changed += 1;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// `--by-ids` asked for items the source does not have: send what the

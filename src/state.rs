@@ -631,6 +631,45 @@ impl Tx<'_> {
         }
     }
 
+    /// New items, pending, with one statement; returns the first rowid (the
+    /// rows get consecutive ones). None when one of them is already in the
+    /// feed: nothing is inserted then, and `insert` row by row tells which.
+    pub fn insert_many(
+        &self,
+        feed_id: i64,
+        rows: &[(&Item, Hash, Option<&str>)],
+        now: i64,
+    ) -> Result<Option<i64>> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "INSERT INTO items (feed_id, id, key, hash, raw_hash, status, modified_at, data) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, 'pending', ?, ?)"; rows.len()].join(", ")
+        );
+        let mut stmt = self.0.prepare_cached(&sql)?;
+        let mut at = 1;
+        for (item, raw, data) in rows {
+            stmt.raw_bind_parameter(at, feed_id)?;
+            stmt.raw_bind_parameter(at + 1, &item.id)?;
+            stmt.raw_bind_parameter(at + 2, &item.key)?;
+            stmt.raw_bind_parameter(at + 3, &blob(item.hash)[..])?;
+            stmt.raw_bind_parameter(at + 4, &blob(*raw)[..])?;
+            stmt.raw_bind_parameter(at + 5, now)?;
+            stmt.raw_bind_parameter(at + 6, data)?;
+            at += 7;
+        }
+        match stmt.raw_execute() {
+            Ok(_) => Ok(Some(self.0.last_insert_rowid() - rows.len() as i64 + 1)),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A new version of a known item (or a tombstone come back): pending,
     /// with its attempts reset.
     pub fn change(

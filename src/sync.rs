@@ -653,7 +653,7 @@ impl Courier {
     ) -> Courier {
         let (to, inbox) = sync_channel::<Vec<OutItem>>(1);
         let (outbox, from) = sync_channel(1);
-        scope.spawn(move || {
+        crate::diff::named(scope, "feedsync-send", move || {
             for mut items in inbox {
                 if let Some(spool) = spool
                     && let Err(e) = spool.fill(&mut items)
