@@ -4,8 +4,9 @@
 //!
 //! The way through the code: `cli` (the command line) → `app` (the
 //! commands) → `sync` (collect and deliver), which uses `source` and
-//! `format` (reading exports), `record` (keys and hashes), `diff` (finding
-//! changes), `state` (the SQLite file) and `target` (the wire). Around
+//! `format` (reading exports), `record` and `canonical` (keys and hashes),
+//! `diff` (finding changes), `state` (the SQLite file), `spool` (data on
+//! its way) and `target` (the wire). Around
 //! them, for operating it: `init` (a first config), `doctor` (checks),
 //! `html` (the status page), `joblog` (the log file) and `report` (text
 //! and JSON views).
