@@ -34,9 +34,6 @@ use crate::state::{Slot, Tx};
 pub struct Collected {
     /// Records read from the source.
     pub records: u64,
-    /// Items that became pending in this collect.
-    pub changed: u64,
-    pub deleted: u64,
 }
 
 /// What a collect leaves to deliver: every pending item of the feed, from
@@ -534,7 +531,6 @@ impl Apply<'_, '_> {
             if item.deleted {
                 return Ok(None); // deleting what the target never had
             }
-            self.out.changed += 1;
             return Ok(Some(Fresh {
                 item,
                 raw,
@@ -557,7 +553,6 @@ impl Apply<'_, '_> {
             if !known.deleted {
                 self.tx.tombstone(known.rowid, now)?;
                 self.queue[slot] = DELETE;
-                self.out.changed += 1;
             }
         } else if skip_unchanged && !known.deleted && known.hash == item.hash {
             // Same content in other bytes: remember the bytes. Stored data is
@@ -576,7 +571,6 @@ impl Apply<'_, '_> {
                 .change(known.rowid, &item, raw, now, self.stored(&data)?)?;
             self.stash(known.rowid, &data, spool)?;
             self.queue[slot] = UPSERT;
-            self.out.changed += 1;
         }
         Ok(None)
     }
@@ -597,15 +591,11 @@ impl Apply<'_, '_> {
                     self.tx.requeue(self.feed_id, all, Some(id), false)?;
                     self.queued(k.rowid, DELETE);
                 }
-                None => {
-                    log::warn!(
-                        "{}: no item `{id}` in the source or the state",
-                        self.feed.name
-                    );
-                    continue;
-                }
+                None => log::warn!(
+                    "{}: no item `{id}` in the source or the state",
+                    self.feed.name
+                ),
             }
-            self.out.changed += 1;
         }
         Ok(())
     }
@@ -632,8 +622,6 @@ impl Apply<'_, '_> {
             self.tx.tombstone(self.slots[slot].rowid, self.opts.now)?;
             self.queue[slot] = DELETE;
         }
-        self.out.deleted = gone.len() as u64;
-        self.out.changed += self.out.deleted;
         Ok(())
     }
 }

@@ -113,10 +113,6 @@ impl Spool {
         Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
     /// Fills in the data of the items that have none from the state. Data
     /// kept by reference is read only while the source file is unchanged.
     pub fn fill(&self, items: &mut [OutItem]) -> io::Result<()> {

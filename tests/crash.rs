@@ -11,21 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-/// A small deterministic PRNG (xorshift64*), so a failing seed can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn write_export(env: &Env, catalog: &BTreeMap<String, Value>) {
     let rows: Vec<Value> = catalog.values().cloned().collect();
     let tmp = env.path("p.ndjson.tmp");
@@ -53,7 +38,7 @@ fn sigkill_at_random_moments_loses_nothing() {
         next_id += 1;
         let sku = format!("S{next_id:05}");
         let v = json!({"sku": sku, "price": rng.below(10_000), "name": format!("item {next_id}"),
-                       "tags": ["a", "b"], "text": "x".repeat(rng.below(400) as usize)});
+                       "tags": ["a", "b"], "text": "x".repeat(rng.below(400))});
         (sku, v)
     };
     let mut catalog: BTreeMap<String, Value> = (0..1500).map(|_| new_item(&mut rng)).collect();
@@ -65,13 +50,13 @@ fn sigkill_at_random_moments_loses_nothing() {
         // Random changes: prices, deletions, additions.
         let keys: Vec<String> = catalog.keys().cloned().collect();
         for _ in 0..rng.below(60) {
-            let k = &keys[rng.below(keys.len() as u64) as usize];
+            let k = &keys[rng.below(keys.len())];
             if let Some(v) = catalog.get_mut(k) {
                 v["price"] = json!(rng.below(10_000));
             }
         }
         for _ in 0..rng.below(25) {
-            let k = &keys[rng.below(keys.len() as u64) as usize];
+            let k = &keys[rng.below(keys.len())];
             catalog.remove(k);
         }
         for _ in 0..rng.below(25) {
@@ -93,7 +78,7 @@ fn sigkill_at_random_moments_loses_nothing() {
         let at = chrono::Utc::now() + chrono::Duration::hours(round);
         env.set_env("FEEDSYNC_NOW", &at.to_rfc3339());
         let mut child = env.command(&[job]).spawn().unwrap();
-        let wait = Duration::from_millis(rng.below(400));
+        let wait = Duration::from_millis(rng.below(400) as u64);
         let started = Instant::now();
         let mut done = None;
         while started.elapsed() < wait {

@@ -8,21 +8,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-/// xorshift64*, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn setup(receiver: &Receiver, feed_extra: &str) -> Env {
     let env = Env::new();
     env.config(&format!(

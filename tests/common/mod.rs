@@ -198,6 +198,24 @@ impl Env {
     }
 }
 
+/// A small deterministic PRNG (xorshift64*), so a failing seed can be
+/// replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// A `[target]` + one feed config against a receiver.
 pub fn config_for(receiver_url: &str, feed: &str) -> String {
     format!("[target]\nurl = \"{receiver_url}\"\nretry_base_secs = 60\n\n[[feeds]]\n{feed}\n")
