@@ -214,6 +214,7 @@ fn check_target(f: &mut Findings, feed: &Feed, secrets: &Secrets, agent: &ureq::
                     format!("target {name}: {url} rejected an empty probe batch: {error}"),
                     "the receiver must answer a batch with \"sync\": \"probe\" and no items with a 2xx (DESIGN.md, wire format)",
                 ),
+                Response::Skipped => unreachable!("one batch alone is never skipped"),
             }
         }
     }

@@ -500,50 +500,63 @@ impl<'a> Jobs<'a> {
             feed_id: from.queue.feed_id,
             pending: from.rowids,
         };
+        // How many batches may be with the courier at once: one for HTTP
+        // (the next goes only after the last was answered), several for a
+        // file, which writes them and fsyncs once for all.
+        let window = target.window();
         std::thread::scope(|scope| -> Result<()> {
             let courier =
                 Courier::start(scope, &target, batches.from.spool, &feed.name, kind, nonce);
-            let Some(first) = batches.next(self.state)? else {
-                return Ok(());
-            };
-            bar.inc(first.len() as u64);
-            courier.submit(first);
+            let mut in_flight = 0;
+            // One batch read ahead while the courier works.
+            let mut ahead: Option<Vec<OutItem>> = None;
             loop {
-                // While the target works on one batch, read the next.
-                let upcoming = if crate::stop::requested() {
-                    None
-                } else {
-                    batches.next(self.state)?
-                };
+                // Keep the window full, unless a shutdown was asked for.
+                while in_flight < window && !crate::stop::requested() {
+                    let Some(b) = ahead
+                        .take()
+                        .map_or_else(|| batches.next(self.state), |b| Ok(Some(b)))?
+                    else {
+                        break;
+                    };
+                    bar.inc(b.len() as u64);
+                    courier.submit(b);
+                    in_flight += 1;
+                }
+                if in_flight == 0 {
+                    break;
+                }
+                if ahead.is_none() && !crate::stop::requested() {
+                    ahead = batches.next(self.state)?;
+                }
                 let Sent {
                     items,
                     held,
                     response,
                 } = courier.wait();
+                in_flight -= 1;
                 batches.waiting += held;
-                // A shutdown asked for meanwhile: finish this batch, send no more.
-                let upcoming = upcoming.filter(|_| !crate::stop::requested());
                 let flow = if let Response::Delivered(verdicts) = response {
                     // Acknowledged: send on at once, record meanwhile.
-                    if let Some(b) = &upcoming {
+                    if in_flight < window
+                        && !crate::stop::requested()
+                        && let Some(b) = ahead.take()
+                    {
                         bar.inc(b.len() as u64);
+                        courier.submit(b);
+                        in_flight += 1;
                     }
-                    let sending = upcoming.map(|b| courier.submit(b)).is_some();
                     settle.delivered(self.state, &items, &verdicts, report)?;
-                    if !sending {
-                        break;
-                    }
-                    continue;
+                    Flow::Continue
                 } else {
                     settle.failed(self.state, items, response, report, &courier)?
                 };
-                match (flow, upcoming) {
-                    (Flow::Continue, Some(b)) if !crate::stop::requested() => {
-                        bar.inc(b.len() as u64);
-                        courier.submit(b);
-                    }
-                    (Flow::Continue, _) | (Flow::StopFeed, _) => break,
-                    (Flow::Refused(error), _) => {
+                match flow {
+                    Flow::Continue => {}
+                    // Batches still with the courier are not written: they
+                    // stay pending.
+                    Flow::StopFeed => break,
+                    Flow::Refused(error) => {
                         self.refused.insert(feed.target.url_template.clone());
                         report.fail(&Error::TargetRefused(format!(
                             "{error}; items stay pending"
@@ -626,9 +639,8 @@ impl Batches<'_> {
 
 /// Sends batches on its own thread, so the next batch is read and the last
 /// one recorded while the target is busy; it also reads the items' data
-/// from the spool, off the thread that works the state file. It sends one
-/// batch at a time, in order, and only what it is given: after a failure
-/// nothing more goes out.
+/// from the spool, off the thread that works the state file. It sends in
+/// order, and after a failure nothing more goes out.
 struct Courier {
     to: SyncSender<Vec<OutItem>>,
     from: Receiver<Sent>,
@@ -651,32 +663,55 @@ impl Courier {
         kind: SyncKind,
         nonce: Option<u64>,
     ) -> Courier {
-        let (to, inbox) = sync_channel::<Vec<OutItem>>(1);
-        let (outbox, from) = sync_channel(1);
+        let window = target.window();
+        let (to, inbox) = sync_channel::<Vec<OutItem>>(window);
+        let (outbox, from) = sync_channel(window);
         crate::diff::named(scope, "feedsync-send", move || {
-            for mut items in inbox {
-                if let Some(spool) = spool
-                    && let Err(e) = spool.fill(&mut items)
-                {
-                    log::warn!("{feed}: spool file: {e}; those items wait for the next run");
+            let mut failed = false;
+            while let Ok(first) = inbox.recv() {
+                // Whatever else is already waiting goes in the same group.
+                let mut group = vec![first];
+                while group.len() < window {
+                    match inbox.try_recv() {
+                        Ok(b) => group.push(b),
+                        Err(_) => break,
+                    }
                 }
-                // An upsert without data stays pending for the next collect,
-                // which reads the source and passes its data along again.
-                let before = items.len();
-                items.retain(|i| i.deleted || i.data.is_some());
-                let held = (before - items.len()) as u64;
-                let response = if items.is_empty() {
-                    Response::Delivered(Vec::new())
+                let mut held = Vec::with_capacity(group.len());
+                for items in &mut group {
+                    if let Some(spool) = spool
+                        && let Err(e) = spool.fill(items)
+                    {
+                        log::warn!("{feed}: spool file: {e}; those items wait for the next run");
+                    }
+                    // An upsert without data stays pending for the next
+                    // collect, which reads the source and passes it along.
+                    let before = items.len();
+                    items.retain(|i| i.deleted || i.data.is_some());
+                    held.push((before - items.len()) as u64);
+                }
+                // After a failure nothing more is written or sent; the main
+                // thread has stopped the feed and these stay pending.
+                let responses = if failed {
+                    group.iter().map(|_| Response::Skipped).collect()
                 } else {
-                    target.send(feed, kind, &items, nonce)
+                    let batches: Vec<&[OutItem]> = group.iter().map(Vec::as_slice).collect();
+                    target.send_group(feed, kind, &batches, nonce)
                 };
-                let sent = Sent {
-                    items,
-                    held,
-                    response,
-                };
-                if outbox.send(sent).is_err() {
-                    return;
+                // (A 413 or another 4xx is split and resent by the main
+                // thread; only these stop the feed.)
+                failed |= responses
+                    .iter()
+                    .any(|r| matches!(r, Response::Retry { .. } | Response::Refused { .. }));
+                for ((items, held), response) in group.into_iter().zip(held).zip(responses) {
+                    let sent = Sent {
+                        items,
+                        held,
+                        response,
+                    };
+                    if outbox.send(sent).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -813,6 +848,8 @@ impl Settle<'_> {
                 Ok(Flow::Continue)
             }
             Response::Refused { error } => Ok(Flow::Refused(error)),
+            // Not sent, after an earlier failure: it stays pending.
+            Response::Skipped => Ok(Flow::StopFeed),
         }
     }
 
