@@ -6,6 +6,7 @@
 #
 #   bench/run.sh                 # 100k and 1M products
 #   bench/run.sh 100000          # just 100k
+#   BENCH_REPS=5 bench/run.sh    # medians of 5 runs (default 3)
 #
 # Data and state go to $BENCH_DIR (default target/bench); the 1M catalog
 # needs about 2.5 GB of disk.
@@ -21,6 +22,8 @@ cargo build --release --quiet --bin feedsync --example benchtool
 bin=$PWD/target/release/feedsync
 tool=$PWD/target/release/examples/benchtool
 measure() { python3 bench/measure.py "$@"; }
+median() { python3 -c 'import sys, statistics; print(f"{statistics.median(map(float, sys.argv[1:])):.3f}")' "$@"; }
+reps=${BENCH_REPS:-3}
 
 rm -f "$dir/port"
 "$tool" sink "$dir/port" & sink=$!
@@ -38,8 +41,9 @@ for n in "${sizes[@]}"; do
   size=$(du -m "$base" | cut -f1)
 
   "$tool" scan "$base" >/dev/null            # warm the page cache
-  parse=$("$tool" parse "$base")
-  scan=$("$tool" scan "$base")
+  # Each figure is the median of $reps runs: this kind of machine is noisy.
+  parse=$(median $(for _ in $(seq "$reps"); do "$tool" parse "$base"; done))
+  scan=$(median $(for _ in $(seq "$reps"); do "$tool" scan "$base"; done))
 
   work=$dir/run-$n
   rm -rf "$work"; mkdir -p "$work"
@@ -61,10 +65,28 @@ TOML
   sed -e "s|file:out/{feed}.ndjson|http://127.0.0.1:$port/feeds/{feed}|" \
       -e "s|$base|$changed|" "$work/file.toml" >"$work/http.toml"
 
-  read -r full full_rss < <(measure 1 -- "$bin" --config "$work/file.toml" sync)
+  fulls=(); full_rss=0
+  for _ in $(seq "$reps"); do
+    rm -rf "$work/state.sqlite" "$work/out"
+    read -r t rss < <(measure 1 -- "$bin" --config "$work/file.toml" sync)
+    fulls+=("$t"); full_rss=$(( rss > full_rss ? rss : full_rss ))
+  done
+  full=$(median "${fulls[@]}")
   rm -rf "$work/out"
-  read -r same same_rss < <(measure 1 -- "$bin" --config "$work/file.toml" sync)
-  read -r pct pct_rss < <(measure 1 -- "$bin" --config "$work/http.toml" sync)
+  cp "$work/state.sqlite" "$work/synced.sqlite"
+  sames=(); same_rss=0
+  for _ in $(seq "$reps"); do
+    read -r t rss < <(measure 1 -- "$bin" --config "$work/file.toml" sync)
+    sames+=("$t"); same_rss=$(( rss > same_rss ? rss : same_rss ))
+  done
+  same=$(median "${sames[@]}")
+  pcts=(); pct_rss=0
+  for _ in $(seq "$reps"); do
+    cp "$work/synced.sqlite" "$work/state.sqlite"
+    read -r t rss < <(measure 1 -- "$bin" --config "$work/http.toml" sync)
+    pcts+=("$t"); pct_rss=$(( rss > pct_rss ? rss : pct_rss ))
+  done
+  pct=$(median "${pcts[@]}")
   read -r idle _ < <(measure 20 -- "$bin" --config "$work/file.toml" run)
   rss=$(printf '%s\n' "$full_rss" "$same_rss" "$pct_rss" | sort -n | tail -1)
 
