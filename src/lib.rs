@@ -3,7 +3,7 @@
 //! file, send only the changes in batches, and never lose one.
 //!
 //! The way through the code: `cli` (the command line) → `app` (the
-//! commands) → `sync` (collect and deliver), which uses `source` and
+//! commands) → `sync` (collect, then `deliver`), which uses `source` and
 //! `format` (reading exports), `record` and `canonical` (keys and hashes),
 //! `diff` (finding changes), `state` (the SQLite file), `spool` (data on
 //! its way) and `target` (the wire). Around
@@ -16,6 +16,7 @@ pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod deliver;
 pub mod diff;
 pub mod doctor;
 pub mod error;

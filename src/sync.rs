@@ -8,20 +8,20 @@
 //! data, so a later run can deliver it.
 
 use std::collections::HashSet;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::clock;
 use crate::config::{Config, Feed, Mode, Secrets};
+use crate::deliver::{self, Pick};
 use crate::diff;
 use crate::error::{Error, Result, exit};
 use crate::format::Splitter;
 use crate::source::{self, Opened, Source};
 use crate::spool::Spool;
-use crate::state::{OutItem, Outcome, Queue, State, queue_size, status};
-use crate::target::{Response, SyncKind, Target, Verdict};
+use crate::state::{Queue, State, queue_size, status};
+use crate::target::{SyncKind, Target};
 
 /// How one feed fared in one job; also the `--json` document's entries.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -489,85 +489,14 @@ impl<'a> Jobs<'a> {
         } else {
             ProgressBar::hidden()
         };
-        let mut batches = Batches {
-            from,
-            after: 0,
-            size: feed.target.batch_size,
-            waiting: 0,
-        };
-        let settle = Settle {
-            feed,
-            feed_id: from.queue.feed_id,
-            pending: from.rowids,
-        };
-        // How many batches may be with the courier at once: one for HTTP
-        // (the next goes only after the last was answered), several for a
-        // file, which writes them and fsyncs once for all.
-        let window = target.window();
-        std::thread::scope(|scope| -> Result<()> {
-            let courier =
-                Courier::start(scope, &target, batches.from.spool, &feed.name, kind, nonce);
-            let mut in_flight = 0;
-            // One batch read ahead while the courier works.
-            let mut ahead: Option<Vec<OutItem>> = None;
-            loop {
-                // Keep the window full, unless a shutdown was asked for.
-                while in_flight < window && !crate::stop::requested() {
-                    let Some(b) = ahead
-                        .take()
-                        .map_or_else(|| batches.next(self.state), |b| Ok(Some(b)))?
-                    else {
-                        break;
-                    };
-                    bar.inc(b.len() as u64);
-                    courier.submit(b);
-                    in_flight += 1;
-                }
-                if in_flight == 0 {
-                    break;
-                }
-                if ahead.is_none() && !crate::stop::requested() {
-                    ahead = batches.next(self.state)?;
-                }
-                let Sent {
-                    items,
-                    held,
-                    response,
-                } = courier.wait();
-                in_flight -= 1;
-                batches.waiting += held;
-                let flow = if let Response::Delivered(verdicts) = response {
-                    // Acknowledged: send on at once, record meanwhile.
-                    if in_flight < window
-                        && !crate::stop::requested()
-                        && let Some(b) = ahead.take()
-                    {
-                        bar.inc(b.len() as u64);
-                        courier.submit(b);
-                        in_flight += 1;
-                    }
-                    settle.delivered(self.state, &items, &verdicts, report)?;
-                    Flow::Continue
-                } else {
-                    settle.failed(self.state, items, response, report, &courier)?
-                };
-                match flow {
-                    Flow::Continue => {}
-                    // Batches still with the courier are not written: they
-                    // stay pending.
-                    Flow::StopFeed => break,
-                    Flow::Refused(error) => {
-                        self.refused.insert(feed.target.url_template.clone());
-                        report.fail(&Error::TargetRefused(format!(
-                            "{error}; items stay pending"
-                        )));
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        let waiting = batches.waiting;
+        let outcome = deliver::run(self.state, &target, feed, from, kind, nonce, &bar, report)?;
+        if let Some(error) = outcome.refused {
+            self.refused.insert(feed.target.url_template.clone());
+            report.fail(&Error::TargetRefused(format!(
+                "{error}; items stay pending"
+            )));
+        }
+        let waiting = outcome.waiting;
         bar.finish_and_clear();
         if waiting > 0 {
             log::info!(
@@ -582,302 +511,6 @@ impl<'a> Jobs<'a> {
     }
 }
 
-/// What to do after a batch.
-enum Flow {
-    Continue,
-    /// A retryable failure: no more batches for this feed in this run.
-    StopFeed,
-    /// The target refused us as a client.
-    Refused(String),
-}
-
-/// Where a delivery takes its items from.
-#[derive(Clone, Copy)]
-struct Pick<'q> {
-    queue: &'q Queue<'q>,
-    /// The queue's rowids when a collect just listed them; else the queue
-    /// is walked in the table.
-    rowids: Option<&'q [i64]>,
-    /// Data of items that have none in the state.
-    spool: Option<&'q Spool>,
-}
-
-/// Reads the send queue batch by batch, with each item's data.
-struct Batches<'q> {
-    from: Pick<'q>,
-    /// The last rowid read.
-    after: i64,
-    size: usize,
-    /// Upserts skipped because their data is neither stored nor spooled.
-    waiting: u64,
-}
-
-impl Batches<'_> {
-    fn next(&mut self, state: &State) -> Result<Option<Vec<OutItem>>> {
-        let batch = match self.from.rowids {
-            Some(list) => {
-                let at = list.partition_point(|&r| r <= self.after);
-                let take = &list[at..(at + self.size).min(list.len())];
-                if take.is_empty() {
-                    return Ok(None);
-                }
-                self.after = take[take.len() - 1];
-                state.pending_items(self.from.queue.feed_id, take)?
-            }
-            None => {
-                let batch = state.queue(self.from.queue, self.after, self.size)?;
-                let Some(last) = batch.last() else {
-                    return Ok(None);
-                };
-                self.after = last.rowid;
-                batch
-            }
-        };
-        Ok(Some(batch))
-    }
-}
-
-/// Sends batches on its own thread, so the next batch is read and the last
-/// one recorded while the target is busy; it also reads the items' data
-/// from the spool, off the thread that works the state file. It sends in
-/// order, and after a failure nothing more goes out.
-struct Courier {
-    to: SyncSender<Vec<OutItem>>,
-    from: Receiver<Sent>,
-}
-
-/// A batch back from the courier: the items it sent, how many it held
-/// back for lack of data, and the answer.
-struct Sent {
-    items: Vec<OutItem>,
-    held: u64,
-    response: Response,
-}
-
-impl Courier {
-    fn start<'s>(
-        scope: &'s std::thread::Scope<'s, '_>,
-        target: &'s Target,
-        spool: Option<&'s Spool>,
-        feed: &'s str,
-        kind: SyncKind,
-        nonce: Option<u64>,
-    ) -> Courier {
-        let window = target.window();
-        let (to, inbox) = sync_channel::<Vec<OutItem>>(window);
-        let (outbox, from) = sync_channel(window);
-        crate::diff::named(scope, "feedsync-send", move || {
-            let mut failed = false;
-            while let Ok(first) = inbox.recv() {
-                // Whatever else is already waiting goes in the same group.
-                let mut group = vec![first];
-                while group.len() < window {
-                    match inbox.try_recv() {
-                        Ok(b) => group.push(b),
-                        Err(_) => break,
-                    }
-                }
-                let mut held = Vec::with_capacity(group.len());
-                for items in &mut group {
-                    if let Some(spool) = spool
-                        && let Err(e) = spool.fill(items)
-                    {
-                        log::warn!("{feed}: spool file: {e}; those items wait for the next run");
-                    }
-                    // An upsert without data stays pending for the next
-                    // collect, which reads the source and passes it along.
-                    let before = items.len();
-                    items.retain(|i| i.deleted || i.data.is_some());
-                    held.push((before - items.len()) as u64);
-                }
-                // After a failure nothing more is written or sent; the main
-                // thread has stopped the feed and these stay pending.
-                let responses = if failed {
-                    group.iter().map(|_| Response::Skipped).collect()
-                } else {
-                    let batches: Vec<&[OutItem]> = group.iter().map(Vec::as_slice).collect();
-                    target.send_group(feed, kind, &batches, nonce)
-                };
-                // (A 413 or another 4xx is split and resent by the main
-                // thread; only these stop the feed.)
-                failed |= responses
-                    .iter()
-                    .any(|r| matches!(r, Response::Retry { .. } | Response::Refused { .. }));
-                for ((items, held), response) in group.into_iter().zip(held).zip(responses) {
-                    let sent = Sent {
-                        items,
-                        held,
-                        response,
-                    };
-                    if outbox.send(sent).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Courier { to, from }
-    }
-
-    fn submit(&self, items: Vec<OutItem>) {
-        self.to
-            .send(items)
-            .expect("the courier thread lives as long as the scope");
-    }
-
-    fn wait(&self) -> Sent {
-        self.from.recv().expect("the courier answers every batch")
-    }
-
-    fn call(&self, items: Vec<OutItem>) -> (Vec<OutItem>, Response) {
-        self.submit(items);
-        let sent = self.wait();
-        (sent.items, sent.response)
-    }
-}
-
-/// Records what the target said about a batch.
-struct Settle<'a> {
-    feed: &'a Feed,
-    feed_id: i64,
-    /// The pending rowids a collect listed, when delivery follows one.
-    pending: Option<&'a [i64]>,
-}
-
-impl Settle<'_> {
-    /// The rowid range of `items` when they are all the pending items in
-    /// it (a run of the collect's list, none left out).
-    fn whole_range(&self, items: &[OutItem]) -> Option<(i64, i64)> {
-        let list = self.pending?;
-        let (first, last) = (items.first()?.rowid, items.last()?.rowid);
-        let at = list.binary_search(&first).ok()?;
-        let run = list.get(at..at + items.len())?;
-        (run.last() == Some(&last) && run.iter().zip(items).all(|(r, i)| *r == i.rowid))
-            .then_some((first, last))
-    }
-}
-
-impl Settle<'_> {
-    /// A 2xx: every item `sent`, or per the `results` the target listed.
-    fn delivered(
-        &self,
-        state: &mut State,
-        items: &[OutItem],
-        verdicts: &[Verdict],
-        report: &mut FeedReport,
-    ) -> Result<()> {
-        let now = clock::now_secs();
-        let keep_data = self.feed.keep_data;
-        let tx = state.write()?;
-        if verdicts.iter().all(|v| *v == Verdict::Ok) {
-            match self.whole_range(items) {
-                Some(range) => {
-                    let feed_id = self.feed_id;
-                    tx.mark_range_sent(feed_id, range, now, keep_data)?
-                }
-                None => tx.mark_sent(items, now, keep_data)?,
-            }
-            report.sent += items.len() as u64;
-        } else {
-            for (i, item) in items.iter().enumerate() {
-                let outcome = match verdicts.get(i) {
-                    None | Some(Verdict::Ok) => {
-                        report.sent += 1;
-                        Outcome::Sent
-                    }
-                    Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
-                    Some(Verdict::Fail(e)) => {
-                        report.failed += 1;
-                        Outcome::Failed { error: e }
-                    }
-                };
-                tx.record(item, &outcome, now, keep_data)?;
-            }
-        }
-        tx.commit()
-    }
-
-    /// Anything but a 2xx. On 413 and other 4xx answers the batch is split
-    /// until the offending items stand alone.
-    fn failed(
-        &self,
-        state: &mut State,
-        items: Vec<OutItem>,
-        response: Response,
-        report: &mut FeedReport,
-        courier: &Courier,
-    ) -> Result<Flow> {
-        let now = clock::now_secs();
-        let keep_data = self.feed.keep_data;
-        match response {
-            Response::Delivered(verdicts) => {
-                self.delivered(state, &items, &verdicts, report)?;
-                Ok(Flow::Continue)
-            }
-            Response::Retry { error, retry_after } => {
-                log::warn!("{}: {error}; will retry", self.feed.name);
-                let tx = state.write()?;
-                for item in &items {
-                    let outcome = self.retry_outcome(item, &error, retry_after, now, report);
-                    tx.record(item, &outcome, now, keep_data)?;
-                }
-                tx.commit()?;
-                Ok(Flow::StopFeed)
-            }
-            Response::TooLarge { error } | Response::Rejected { error } if items.len() == 1 => {
-                let tx = state.write()?;
-                tx.record(
-                    &items[0],
-                    &Outcome::Failed { error: &error },
-                    now,
-                    keep_data,
-                )?;
-                tx.commit()?;
-                report.failed += 1;
-                Ok(Flow::Continue)
-            }
-            Response::TooLarge { .. } | Response::Rejected { .. } => {
-                let mut left = items;
-                let right = left.split_off(left.len() / 2);
-                for half in [left, right] {
-                    let (half, response) = courier.call(half);
-                    match self.failed(state, half, response, report, courier)? {
-                        Flow::Continue => {}
-                        stop => return Ok(stop),
-                    }
-                }
-                Ok(Flow::Continue)
-            }
-            Response::Refused { error } => Ok(Flow::Refused(error)),
-            // Not sent, after an earlier failure: it stays pending.
-            Response::Skipped => Ok(Flow::StopFeed),
-        }
-    }
-
-    /// `retry` with backoff, or `failed` once `max_attempts` is used up.
-    fn retry_outcome<'e>(
-        &self,
-        item: &OutItem,
-        error: &'e str,
-        retry_after: Option<i64>,
-        now: i64,
-        report: &mut FeedReport,
-    ) -> Outcome<'e> {
-        let t = &self.feed.target;
-        let attempts = item.attempts + 1;
-        if t.max_attempts > 0 && attempts >= t.max_attempts {
-            report.failed += 1;
-            return Outcome::Failed { error };
-        }
-        report.retry += 1;
-        let wait = backoff(t.retry_base_secs, t.retry_max_secs, attempts, &item.id)
-            .max(retry_after.unwrap_or(0));
-        Outcome::Retry {
-            error,
-            next_attempt_at: now + wait,
-        }
-    }
-}
-
 /// A random number for one run's deliberate resends.
 fn nonce() -> u64 {
     let t = std::time::SystemTime::now()
@@ -887,36 +520,9 @@ fn nonce() -> u64 {
     xxhash_rust::xxh3::xxh3_64(format!("{t}:{}", std::process::id()).as_bytes())
 }
 
-/// `base · 2^(attempts−1)`, capped at `max`, plus up to 10% jitter so
-/// retries of many items do not arrive at once.
-pub fn backoff(base: u64, max: u64, attempts: u32, salt: &str) -> i64 {
-    let exp = attempts.saturating_sub(1).min(40);
-    let wait = base.saturating_mul(1u64 << exp).min(max);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let r = xxhash_rust::xxh3::xxh3_64_with_seed(salt.as_bytes(), nanos as u64);
-    let jitter = if wait >= 10 { r % (wait / 10 + 1) } else { 0 };
-    (wait + jitter) as i64
-}
-
 fn print_queue(conn: &rusqlite::Connection, q: &Queue<'_>) -> Result<()> {
     for (id, deleted) in crate::state::queue_ids(conn, q)? {
         println!("{} {id}", if deleted { "delete" } else { "upsert" });
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        for (attempts, base) in [(1, 60), (2, 120), (3, 240), (7, 3600), (30, 3600)] {
-            let w = backoff(60, 3600, attempts, "x") as u64;
-            assert!(w >= base && w <= base + base / 10, "{attempts}: {w}");
-        }
-    }
 }
