@@ -1,11 +1,7 @@
-//! The jobs that move changes: collect (read a source and diff it) and
-//! deliver (send a queue of items in batches and record what the target
-//! said). `sync`, `send`, `retry` and `resync` are combinations of the two.
-//!
-//! Delivery keeps Guarantee 1: an item becomes `sent` only in the
-//! transaction that follows the target's acknowledgement of its version;
-//! every other outcome leaves it `pending`, `retry` or `failed` with its
-//! data, so a later run can deliver it.
+//! The jobs that move changes: collect (read a source and diff it, all in
+//! one transaction) and deliver (in `deliver`: send the queue in batches
+//! and record what the target said). `sync`, `send`, `retry` and `resync`
+//! are combinations of the two, and `cleanup` drops old tombstones.
 
 use std::collections::HashSet;
 
