@@ -25,6 +25,9 @@ pub struct FeedReport {
     pub name: String,
     /// Items read from the source.
     pub collected: u64,
+    /// A source was read (a `send` or `retry` reads none).
+    #[serde(skip)]
+    pub read: bool,
     /// Upserts and deletes queued for delivery in this job.
     pub upserts: u64,
     pub deletes: u64,
@@ -68,7 +71,7 @@ impl FeedReport {
             s.push_str(&format!("{n} delivered tombstone{} dropped", plural(n)));
             return s;
         }
-        if self.collected > 0 || self.upserts + self.deletes == 0 {
+        if self.read {
             s.push_str(&format!("{} read, ", self.collected));
         }
         if self.upserts + self.deletes == 0 {
@@ -420,6 +423,7 @@ impl<'a> Jobs<'a> {
                 }
                 (Ok((c, p)), Ok(v)) => {
                     report.collected = c.records;
+                    report.read = true;
                     (report.upserts, report.deletes) = (p.upserts, p.deletes);
                     pending = Some(p.rowids);
                     v

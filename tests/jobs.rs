@@ -447,3 +447,29 @@ fn legacy_feeds_without_keep_data_still_deliver_on_send() {
         .unwrap();
     assert_eq!(kept, 0, "delivered data is dropped without keep_data");
 }
+
+#[test]
+fn summaries_say_what_each_job_did() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, 3, "", "mode = \"legacy\"");
+    let run = env.run(&["sync", "-v"]);
+    assert!(
+        run.stderr
+            .contains("p: 3 read, 3 upserts, 0 deletes, 0 sent"),
+        "{}",
+        run.stderr
+    );
+    let run = env.run(&["send", "-v"]);
+    assert!(
+        run.stderr.contains("p: 3 upserts, 0 deletes, 3 sent"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("read"),
+        "send reads no source: {}",
+        run.stderr
+    );
+    let run = env.run(&["retry", "-v"]);
+    assert!(run.stderr.contains("p: nothing to send"), "{}", run.stderr);
+}
