@@ -785,12 +785,18 @@ impl Tx<'_> {
         now: i64,
         keep_data: bool,
     ) -> Result<()> {
-        let mut stmt = self.0.prepare_cached(
-            "UPDATE items SET status = 'sent', sent_at = ?4, attempts = 0, error = NULL,
-                 next_attempt_at = NULL, data = CASE WHEN ?5 THEN data END
-             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'",
-        )?;
-        stmt.execute(params![first, last, feed_id, now, keep_data])?;
+        // A pending row has no attempts, error or next attempt (every way
+        // into `pending` resets them), so only these columns change; the
+        // fewer the cheaper, at a million rows.
+        let sql = if keep_data {
+            "UPDATE items SET status = 'sent', sent_at = ?4
+             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'"
+        } else {
+            "UPDATE items SET status = 'sent', sent_at = ?4, data = NULL
+             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'"
+        };
+        let mut stmt = self.0.prepare_cached(sql)?;
+        stmt.execute(params![first, last, feed_id, now])?;
         Ok(())
     }
 
