@@ -642,3 +642,51 @@ fn one_bad_feed_does_not_stop_the_others() {
     assert_eq!(runs[0]["exit_code"], 0);
     assert_eq!(runs[1]["exit_code"], 3);
 }
+
+#[test]
+fn a_corrupt_state_file_exits_5_and_is_left_alone() {
+    let receiver = Receiver::start();
+    let env = luma(&receiver);
+    let garbage = b"this is not an SQLite database, just some bytes.".repeat(100);
+    std::fs::write(env.state_path(), &garbage).unwrap();
+    let run = env.run(&["sync"]);
+    run.assert_code(5);
+    assert!(run.stderr.contains("feedsync.sqlite"), "{}", run.stderr);
+    assert_eq!(std::fs::read(env.state_path()).unwrap(), garbage);
+    assert_eq!(receiver.request_count(), 0);
+}
+
+#[test]
+fn quiet_prints_errors_only_and_runs_lists_twenty_by_default() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.config(&config_for(
+        &receiver.url("/{feed}"),
+        "name = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]",
+    ));
+    env.write("p.ndjson", "{\"sku\":\"A\"}\n");
+    receiver.push(Behavior::Status(503, "busy".into()));
+    let run = env.run(&["sync", "-q"]);
+    run.assert_code(1);
+    assert_eq!(
+        run.stderr, "",
+        "a retryable failure is a warning, hidden by -q"
+    );
+    env.write("p.ndjson", "{\"sku\":\n");
+    let run = env.run(&["sync", "-q"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr.contains("error"),
+        "errors still print: {}",
+        run.stderr
+    );
+
+    env.write("p.ndjson", "{\"sku\":\"A\"}\n");
+    for _ in 0..22 {
+        env.run(&["sync"]);
+    }
+    let runs = env.run(&["runs", "--json"]).json();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 20);
+    let runs = env.run(&["runs", "--limit", "100", "--json"]).json();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 24);
+}
