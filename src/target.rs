@@ -330,6 +330,12 @@ fn transport_error(e: ureq::Error, timeout: Duration) -> Response {
         e @ ureq::Error::Rustls(_) => Response::Refused {
             error: format!("TLS verification failed: {e}"),
         },
+        // ureq hands most TLS errors over as I/O errors wrapping rustls's.
+        ureq::Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+            Response::Refused {
+                error: format!("TLS failure: {e}"),
+            }
+        }
         other => Response::Retry {
             error: other.to_string(),
             retry_after: None,

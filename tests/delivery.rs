@@ -399,3 +399,19 @@ fn a_file_target_that_cannot_be_written_is_retried() {
     let batch: Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(batch["sync"], "retry");
 }
+
+#[test]
+fn a_tls_failure_refuses_the_target_and_keeps_items_pending() {
+    // A plain-HTTP server behind an https:// URL: the TLS handshake fails.
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.config(&format!(
+        "[target]\nurl = \"https://{}/{{feed}}\"\ntimeout_secs = 5\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        receiver.addr()
+    ));
+    env.write("p.ndjson", &items(3));
+    let run = env.run(&["sync"]);
+    run.assert_code(4);
+    assert!(run.stderr.to_lowercase().contains("tls"), "{}", run.stderr);
+    assert!(env.statuses("p").values().all(|s| s == "pending"));
+}
