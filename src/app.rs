@@ -483,10 +483,19 @@ fn print_job(report: &JobReport, json: bool, dry_run: bool, out: Output) -> anyh
 fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
     let state = State::open_or_empty(&config.state)?;
     let s = report::status(config, &state, args.feed.as_deref())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+    show(args.json, &s, || report::status_text(&s))
+}
+
+/// Prints a view of the state: its JSON document, or its text for people.
+fn show(
+    json: bool,
+    doc: &impl serde::Serialize,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<u8> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(doc)?);
     } else {
-        print!("{}", report::status_text(&s));
+        print!("{}", text());
     }
     Ok(exit::OK)
 }
@@ -501,29 +510,17 @@ fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<u8> {
     };
     let rows = report::items(&state, &args.feed, &filter)
         .with_context(|| format!("listing items of {}", args.feed))?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report::items_json(&rows))?
-        );
-    } else {
-        print!("{}", report::items_text(&rows));
-    }
-    Ok(exit::OK)
+    show(args.json, &report::items_json(&rows), || {
+        report::items_text(&rows)
+    })
 }
 
 fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<u8> {
     let state = State::open_or_empty(&config.state)?;
     let runs = state.runs(args.limit)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report::runs_json(&runs))?
-        );
-    } else {
-        print!("{}", report::runs_text(&runs));
-    }
-    Ok(exit::OK)
+    show(args.json, &report::runs_json(&runs), || {
+        report::runs_text(&runs)
+    })
 }
 
 /// `report --out`: reads the state without the run lock, like `status`.

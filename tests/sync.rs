@@ -415,6 +415,9 @@ fn status_and_items_show_the_state() {
     );
     assert!(f["last_success_at"].as_str().unwrap().ends_with('Z'));
     assert!(doc["last_run_at"].is_string());
+    let one = env.run(&["status", "--feed", "products", "--json"]).json();
+    assert_eq!(one["feeds"].as_array().unwrap().len(), 1);
+    env.run(&["status", "--feed", "nope"]).assert_code(2);
     let text = env.run(&["status"]).stdout;
     assert!(text.contains("products") && text.contains("1994"), "{text}");
 
