@@ -25,17 +25,9 @@ const MAX_DEPTH: usize = 128;
 pub(crate) fn hash_record(bytes: &[u8], root: &Node, caps: &mut Captures) -> Result<Hash, String> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        // Checked once for the whole record rather than string by string:
-        // most strings are short, and per-call costs would dominate.
-        if let Err(e) = std::str::from_utf8(bytes) {
-            return Err(format!("invalid UTF-8 (column {})", e.valid_up_to() + 1));
-        }
         let mut s = Scanner {
             b: bytes,
             i: 0,
-            // Control characters may stand between tokens (tab, newline,
-            // CR), never inside strings; most records have none at all.
-            controls: first_control(bytes).is_some(),
             caps,
             pool: &mut pool,
         };
@@ -55,26 +47,43 @@ pub(crate) fn hash_record(bytes: &[u8], root: &Node, caps: &mut Captures) -> Res
     })
 }
 
-/// The first byte below 0x20, eight bytes at a time: strings make up
-/// most of a record, so this check is on the hot path.
-fn first_control(run: &[u8]) -> Option<usize> {
+/// Where a string's plain run starting at `from` ends: at its first `"`,
+/// backslash or control character, or at the end of the input. Also says
+/// whether the run has bytes above 0x7F, the only ones that need a UTF-8
+/// check (anywhere else in a record they are a syntax error anyway).
+///
+/// Strings make up most of a record, so this reads eight bytes at a time:
+/// in each mask the lowest flagged byte is exact (a borrow only carries
+/// upwards from a byte that was flagged itself), so the lowest over all
+/// three masks is where the run ends.
+fn plain_run(b: &[u8], from: usize) -> (usize, bool) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = run.chunks_exact(8);
-    let mut at = 0;
-    for c in &mut chunks {
-        let x = u64::from_le_bytes(c.try_into().expect("eight bytes"));
-        // A lane's high bit survives only where its byte is below 0x20.
-        if x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0 {
-            return c.iter().position(|&b| b < 0x20).map(|p| at + p);
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let mut i = from;
+    let mut wide = 0;
+    while let Some(word) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let stop = (zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGH;
+        if stop != 0 {
+            let at = stop.trailing_zeros() / 8;
+            let below = (1u64 << (at * 8)).wrapping_sub(1);
+            return (i + at as usize, wide | (x & HIGH & below) != 0);
         }
-        at += 8;
+        wide |= x & HIGH;
+        i += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b < 0x20)
-        .map(|p| at + p)
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        wide |= u64::from(c & 0x80);
+        i += 1;
+    }
+    (i, wide != 0)
 }
 
 /// Reused buffers: item lists for each nesting level of arrays, and one
@@ -92,8 +101,6 @@ thread_local! {
 struct Scanner<'a, 'c> {
     b: &'a [u8],
     i: usize,
-    /// The record holds bytes below 0x20, so strings must be checked.
-    controls: bool,
     caps: &'c mut Captures,
     pool: &'c mut Pool,
 }
@@ -236,54 +243,54 @@ impl<'a> Scanner<'a, '_> {
         self.i += 1; // the opening quote
         let start = self.i;
         let b = self.b;
-        let Some(end) = memchr::memchr2(b'"', b'\\', &b[start..]).map(|n| start + n) else {
-            self.i = b.len();
-            return Err(self.eof("a string"));
-        };
-        if b[end] == b'"' {
+        let (end, wide) = plain_run(b, start);
+        if b.get(end) == Some(&b'"') {
             let plain = &b[start..end];
-            self.check(plain, start)?;
+            if wide {
+                self.utf8(plain, start)?;
+            }
             self.i = end + 1;
             return Ok(Cow::Borrowed(plain));
         }
-        // Escapes: decode into the reused buffer.
+        // Escapes (or an error): decode into the reused buffer.
         let mut out = std::mem::take(&mut self.pool.text);
         out.clear();
-        self.i = start;
         let result = self.escaped(&mut out).map(|()| Cow::Owned(out.clone()));
         self.pool.text = out;
         result
     }
 
-    /// No control characters inside strings.
-    fn check(&self, run: &[u8], at: usize) -> Result<(), String> {
-        if !self.controls {
-            return Ok(());
-        }
-        match first_control(run) {
-            Some(p) => Err(format!(
-                "control character (\\u{:04X}) found while parsing a string (column {})",
-                run[p],
-                at + p + 1
-            )),
-            None => Ok(()),
-        }
+    fn utf8(&self, run: &[u8], at: usize) -> Result<(), String> {
+        std::str::from_utf8(run)
+            .map(|_| ())
+            .map_err(|e| format!("invalid UTF-8 (column {})", at + e.valid_up_to() + 1))
     }
 
     fn escaped(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         let b = self.b;
         loop {
-            let Some(n) = memchr::memchr2(b'"', b'\\', &b[self.i..]) else {
-                self.i = b.len();
-                return Err(self.eof("a string"));
-            };
-            let run = &b[self.i..self.i + n];
-            self.check(run, self.i)?;
+            let (end, wide) = plain_run(b, self.i);
+            let run = &b[self.i..end];
+            if wide {
+                // (An escape cannot split a character: its bytes are ASCII.)
+                self.utf8(run, self.i)?;
+            }
             out.extend_from_slice(run);
-            self.i += n;
-            if b[self.i] == b'"' {
-                self.i += 1;
-                return Ok(());
+            self.i = end;
+            match b.get(end) {
+                None => return Err(self.eof("a string")),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {}
+                Some(&c) => {
+                    return Err(format!(
+                        "control character (\\u{:04X}) found while parsing a string (column {})",
+                        c,
+                        end + 1
+                    ));
+                }
             }
             self.i += 1; // the backslash
             let Some(&c) = b.get(self.i) else {
@@ -591,6 +598,55 @@ mod tests {
             rejected += usize::from(!serde_ok);
         }
         assert!(rejected > 5_000, "the damage was too gentle: {rejected}");
+    }
+
+    #[test]
+    fn plain_runs_end_where_a_byte_by_byte_scan_ends() {
+        // Every stop byte at every place in and around an eight-byte word,
+        // after plain ASCII and after bytes above 0x7F.
+        for len in 0..24 {
+            for at in 0..=len {
+                for stop in [b'"', b'\\', 0x00, 0x1f, b'a'] {
+                    for fill in [b'x', 0xc3] {
+                        let mut b = vec![fill; len];
+                        if at < len {
+                            b[at] = stop;
+                        }
+                        let end = b
+                            .iter()
+                            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                            .unwrap_or(len);
+                        let wide = b[..end].iter().any(|&c| c >= 0x80);
+                        assert_eq!(super::plain_run(&b, 0), (end, wide), "{b:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_are_checked_as_utf8_and_for_control_characters() {
+        let rules = rules();
+        let long = "x".repeat(13);
+        for (doc, want) in [
+            (
+                format!("{{\"sku\":\"{long}\u{1f}\"}}"),
+                "control character (\\u001F)",
+            ),
+            (
+                format!("{{\"sku\":\"A\",\"d\":\"{long}\\n\t\"}}"),
+                "control character (\\u0009)",
+            ),
+        ] {
+            let e = rules.from_json(doc.as_bytes()).unwrap_err();
+            assert!(e.contains(want), "{doc}: {e}");
+        }
+        let mut bad = b"{\"sku\":\"A\",\"d\":\"caf\xc3\xa9 \"}".to_vec();
+        assert!(rules.from_json(&bad).is_ok());
+        let at = bad.iter().position(|&c| c == 0xa9).unwrap();
+        bad[at] = b'(';
+        let e = rules.from_json(&bad).unwrap_err();
+        assert!(e.contains("invalid UTF-8"), "{e}");
     }
 
     #[test]
