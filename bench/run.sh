@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                 # 100k and 1M products
 #   bench/run.sh 100000          # just 100k
-#   BENCH_REPS=5 bench/run.sh    # medians of 5 runs (default 3)
+#   BENCH_REPS=9 bench/run.sh    # medians of 9 runs (default 5)
 #
 # Data and state go to $BENCH_DIR (default target/bench); the 1M catalog
 # needs about 2.5 GB of disk.
@@ -23,7 +23,7 @@ bin=$PWD/target/release/feedsync
 tool=$PWD/target/release/examples/benchtool
 measure() { python3 bench/measure.py "$@"; }
 median() { python3 -c 'import sys, statistics; print(f"{statistics.median(map(float, sys.argv[1:])):.3f}")' "$@"; }
-reps=${BENCH_REPS:-3}
+reps=${BENCH_REPS:-5}
 
 rm -f "$dir/port"
 "$tool" sink "$dir/port" & sink=$!
@@ -42,7 +42,8 @@ for n in "${sizes[@]}"; do
 
   "$tool" scan "$base" >/dev/null            # warm the page cache
   # Each figure is the median of $reps runs: this kind of machine is noisy.
-  parse=$(median $(for _ in $(seq "$reps"); do "$tool" parse "$base"; done))
+  # The parse floor is measured right before each full sync, so that a
+  # slow spell of the machine weighs on both sides of the ratio.
   scan=$(median $(for _ in $(seq "$reps"); do "$tool" scan "$base"; done))
 
   work=$dir/run-$n
@@ -65,13 +66,15 @@ TOML
   sed -e "s|file:out/{feed}.ndjson|http://127.0.0.1:$port/feeds/{feed}|" \
       -e "s|$base|$changed|" "$work/file.toml" >"$work/http.toml"
 
-  fulls=(); full_rss=0
+  fulls=(); parses=(); full_rss=0
   for _ in $(seq "$reps"); do
+    parses+=("$("$tool" parse "$base")")
     rm -rf "$work/state.sqlite" "$work/out"
     read -r t rss < <(measure 1 -- "$bin" --config "$work/file.toml" sync)
     fulls+=("$t"); full_rss=$(( rss > full_rss ? rss : full_rss ))
   done
   full=$(median "${fulls[@]}")
+  parse=$(median "${parses[@]}")
   rm -rf "$work/out"
   cp "$work/state.sqlite" "$work/synced.sqlite"
   sames=(); same_rss=0
