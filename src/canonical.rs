@@ -242,79 +242,71 @@ impl<'a> Scanner<'a, '_> {
     fn string(&mut self) -> Result<Cow<'a, [u8]>, String> {
         self.i += 1; // the opening quote
         let start = self.i;
-        let b = self.b;
-        let (end, wide) = plain_run(b, start);
-        if b.get(end) == Some(&b'"') {
-            let plain = &b[start..end];
-            if wide {
-                self.utf8(plain, start)?;
-            }
-            self.i = end + 1;
+        self.plain()?;
+        let plain = &self.b[start..self.i];
+        if self.peek() == Some(b'"') {
+            self.i += 1;
             return Ok(Cow::Borrowed(plain));
         }
         // Escapes (or an error): decode into the reused buffer.
         let mut out = std::mem::take(&mut self.pool.text);
         out.clear();
+        out.extend_from_slice(plain);
         let result = self.escaped(&mut out).map(|()| Cow::Owned(out.clone()));
         self.pool.text = out;
         result
     }
 
-    fn utf8(&self, run: &[u8], at: usize) -> Result<(), String> {
-        std::str::from_utf8(run)
-            .map(|_| ())
-            .map_err(|e| format!("invalid UTF-8 (column {})", at + e.valid_up_to() + 1))
+    /// Moves past a run of plain string bytes, checking any non-ASCII ones
+    /// as UTF-8. (An escape cannot split a character: its bytes are ASCII.)
+    fn plain(&mut self) -> Result<(), String> {
+        let (end, wide) = plain_run(self.b, self.i);
+        if wide && let Err(e) = std::str::from_utf8(&self.b[self.i..end]) {
+            let column = self.i + e.valid_up_to() + 1;
+            return Err(format!("invalid UTF-8 (column {column})"));
+        }
+        self.i = end;
+        Ok(())
     }
 
+    /// The rest of a string, from the first byte that ended a plain run.
     fn escaped(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         let b = self.b;
         loop {
-            let (end, wide) = plain_run(b, self.i);
-            let run = &b[self.i..end];
-            if wide {
-                // (An escape cannot split a character: its bytes are ASCII.)
-                self.utf8(run, self.i)?;
-            }
-            out.extend_from_slice(run);
-            self.i = end;
-            match b.get(end) {
+            match b.get(self.i) {
                 None => return Err(self.eof("a string")),
                 Some(b'"') => {
                     self.i += 1;
                     return Ok(());
                 }
-                Some(b'\\') => {}
+                Some(b'\\') => self.i += 1,
                 Some(&c) => {
                     return Err(format!(
-                        "control character (\\u{:04X}) found while parsing a string (column {})",
-                        c,
-                        end + 1
+                        "control character (\\u{c:04X}) found while parsing a string (column {})",
+                        self.i + 1
                     ));
                 }
             }
-            self.i += 1; // the backslash
             let Some(&c) = b.get(self.i) else {
                 return Err(self.eof("a string"));
             };
             self.i += 1;
-            let simple = match c {
-                b'"' => b'"',
-                b'\\' => b'\\',
-                b'/' => b'/',
-                b'b' => 0x08,
-                b'f' => 0x0c,
-                b'n' => b'\n',
-                b'r' => b'\r',
-                b't' => b'\t',
+            match c {
+                b'"' | b'\\' | b'/' => out.push(c),
+                b'b' => out.push(0x08),
+                b'f' => out.push(0x0c),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
                 b'u' => {
                     let ch = self.unicode()?;
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                    continue;
+                    out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
                 }
                 _ => return Err(self.err("invalid escape")),
-            };
-            out.push(simple);
+            }
+            let from = self.i;
+            self.plain()?;
+            out.extend_from_slice(&b[from..self.i]);
         }
     }
 

@@ -441,7 +441,7 @@ impl Apply<'_, '_> {
                     // A duplicate key among them: row by row, to name it.
                     None => self
                         .tx
-                        .insert(self.feed_id, &f.item, f.raw, now, *text)?
+                        .insert_many(self.feed_id, &[(&f.item, f.raw, *text)], now)?
                         .ok_or_else(|| {
                             Error::source(format!(
                                 "{}: record {} (line {}, byte {}): duplicate key `{}`",

@@ -597,40 +597,6 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// A new item, pending; returns its rowid. None when the feed already
-    /// has an item with this id (a duplicate key in the source).
-    pub fn insert(
-        &self,
-        feed_id: i64,
-        item: &Item,
-        raw: Hash,
-        now: i64,
-        data: Option<&str>,
-    ) -> Result<Option<i64>> {
-        let mut stmt = self.0.prepare_cached(
-            "INSERT INTO items (feed_id, id, key, hash, raw_hash, status, modified_at, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
-        )?;
-        let inserted = stmt.execute(params![
-            feed_id,
-            item.id,
-            item.key,
-            blob(item.hash),
-            blob(raw),
-            now,
-            data
-        ]);
-        match inserted {
-            Ok(_) => Ok(Some(self.0.last_insert_rowid())),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// New items, pending, with one statement; returns the first rowid (the
     /// rows get consecutive ones). None when one of them is already in the
     /// feed: nothing is inserted then, and `insert` row by row tells which.

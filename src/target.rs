@@ -127,9 +127,7 @@ impl Target {
         nonce: Option<u64>,
     ) -> Vec<Response> {
         match &self.settings.endpoint {
-            Endpoint::File(path) => {
-                append_lines(path, batches, |items| envelope(feed, sync, items))
-            }
+            Endpoint::File(path) => append_lines(path, feed, sync, batches),
             Endpoint::Http(_) => batches
                 .iter()
                 .map(|items| self.send(feed, sync, items, nonce))
@@ -425,16 +423,14 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// A `file:` target: each batch is one line; the group is fsynced before
-/// any of it counts. Empty batches (nothing left to send) are not written.
-/// Appends each batch's envelope to the file as a line, and fsyncs once for
-/// all: a batch counts as delivered only once the fsync that covers it has
-/// returned. (Fewer, larger fsyncs also let the kernel write the file in
-/// long runs; an fsync every few megabytes halves the write speed.)
+/// A `file:` target: each batch's envelope is appended as one line, and
+/// the group is fsynced once; no batch counts before the fsync that covers
+/// it. Empty batches (nothing left to send) are not written.
 fn append_lines(
     path: &PathBuf,
+    feed: &str,
+    sync: SyncKind,
     batches: &[&[OutItem]],
-    envelope: impl Fn(&[OutItem]) -> Vec<u8>,
 ) -> Vec<Response> {
     let written = (|| -> std::io::Result<()> {
         if batches.iter().all(|b| b.is_empty()) {
@@ -445,7 +441,7 @@ fn append_lines(
         }
         let mut f = OpenOptions::new().create(true).append(true).open(path)?;
         for items in batches.iter().filter(|b| !b.is_empty()) {
-            let mut line = envelope(items);
+            let mut line = envelope(feed, sync, items);
             line.push(b'\n');
             f.write_all(&line)?;
         }
