@@ -33,6 +33,10 @@ struct RawConfig {
     state: String,
     #[serde(default = "default_tombstone_days")]
     tombstone_days: i64,
+    #[serde(default = "default_max_record_bytes")]
+    max_record_bytes: i64,
+    #[serde(default = "default_source_timeout_secs")]
+    source_timeout_secs: i64,
     target: Option<RawTarget>,
     #[serde(default)]
     schedule: RawSchedule,
@@ -49,6 +53,12 @@ fn default_state() -> String {
 }
 fn default_tombstone_days() -> i64 {
     7
+}
+fn default_max_record_bytes() -> i64 {
+    16 * 1024 * 1024
+}
+fn default_source_timeout_secs() -> i64 {
+    900
 }
 
 /// The `[target]` keys a feed may override (everything but the secrets).
@@ -325,6 +335,10 @@ pub struct Config {
     pub path: PathBuf,
     pub state: PathBuf,
     pub tombstone_days: u32,
+    /// A record larger than this is a source error (guarantee 8).
+    pub max_record_bytes: usize,
+    /// A source still being read after this is a source error (guarantee 8).
+    pub source_timeout: Duration,
     pub secrets: SecretNames,
     /// The scheduled jobs, in `run` order.
     pub schedule: Vec<Scheduled>,
@@ -415,6 +429,12 @@ impl Resolver<'_> {
         let tombstone_days = self.at_least("tombstone_days", raw.tombstone_days, 0)?;
         let tombstone_days =
             u32::try_from(tombstone_days).map_err(|_| self.err("`tombstone_days` is too large"))?;
+        let max_record_bytes =
+            self.at_least("max_record_bytes", raw.max_record_bytes, 1024)? as usize;
+        let source_timeout =
+            Duration::from_secs(
+                self.at_least("source_timeout_secs", raw.source_timeout_secs, 1)? as u64,
+            );
         let (defaults, secrets) = match raw.target {
             Some(t) => (
                 overrides!(t),
@@ -466,6 +486,8 @@ impl Resolver<'_> {
             path: self.file.to_path_buf(),
             state: self.path(&raw.state),
             tombstone_days,
+            max_record_bytes,
+            source_timeout,
             secrets,
             schedule,
             log_file: raw.log.file.as_deref().map(|p| self.path(p)),

@@ -40,6 +40,8 @@ pub const EXAMPLE: &str = r#"# feedsync config, written by `feedsync init`. Path
 
 state = "feedsync.sqlite"            # the state file: feedsync's whole memory (mode 0600)
 # tombstone_days = 7                 # `cleanup` drops delivered deletions older than this
+# max_record_bytes = 16777216        # a larger record is a source error (exit 3)
+# source_timeout_secs = 900          # a source still being read after this is a source error (exit 3)
 
 [target]
 url = "file:out/{feed}.ndjson"       # or "https://ingest.example.com/feeds/{feed}"
