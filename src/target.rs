@@ -71,6 +71,8 @@ impl SyncKind {
 
 /// Longest response body kept as an item's error.
 const ERROR_BODY: usize = 1024;
+/// Longest answer read; a longer one is not a whole answer.
+const ANSWER_LIMIT: u64 = 16 << 20;
 /// Longest Retry-After honoured.
 const MAX_RETRY_AFTER: i64 = 24 * 3600;
 
@@ -82,7 +84,10 @@ pub struct Target {
 }
 
 /// One HTTP agent for the whole process, so connections are reused across
-/// batches and feeds.
+/// batches and feeds. It has no timeouts of its own (ureq's default): each
+/// request sets its own, since a source read and a batch are bounded by
+/// different keys. A batch's `timeout_global` covers connect, send and the
+/// whole answer, body included.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -209,12 +214,26 @@ impl Target {
                     .get("location")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let text = resp
+                // Only a whole answer counts (guarantee 7): a body cut
+                // short, shorter than its Content-Length or still arriving
+                // when `timeout_global` runs out is an error here, and the
+                // batch is retried whatever the status said. Bytes, not a
+                // string: a whole body that is not UTF-8 is still whole.
+                let body = match resp
                     .body_mut()
                     .with_config()
-                    .limit(16 << 20)
-                    .read_to_string()
-                    .unwrap_or_default();
+                    .limit(ANSWER_LIMIT)
+                    .read_to_vec()
+                {
+                    Ok(body) => body,
+                    Err(e) => {
+                        return Response::Retry {
+                            error: incomplete_answer(status, e, self.settings.timeout),
+                            retry_after,
+                        };
+                    }
+                };
+                let text = String::from_utf8_lossy(&body);
                 classify(status, &text, retry_after, location, items)
             }
             Err(e) => transport_error(e, self.settings.timeout),
@@ -311,6 +330,20 @@ fn verdicts(body: &str, items: &[OutItem]) -> Vec<Verdict> {
         }
     }
     out
+}
+
+/// Why an answer whose status line arrived does not count.
+fn incomplete_answer(status: u16, e: ureq::Error, timeout: Duration) -> String {
+    match e {
+        ureq::Error::Timeout(_) => format!(
+            "HTTP {status}, but the answer was not complete after {} s (timeout_secs)",
+            timeout.as_secs()
+        ),
+        ureq::Error::BodyExceedsLimit(limit) => {
+            format!("HTTP {status}, but the answer is longer than {limit} bytes")
+        }
+        e => format!("HTTP {status}, but the answer was cut short: {e}"),
+    }
 }
 
 fn transport_error(e: ureq::Error, timeout: Duration) -> Response {

@@ -415,3 +415,63 @@ fn a_tls_failure_refuses_the_target_and_keeps_items_pending() {
     assert!(run.stderr.to_lowercase().contains("tls"), "{}", run.stderr);
     assert!(env.statuses("p").values().all(|s| s == "pending"));
 }
+
+/// A 200 that does not arrive whole in time acknowledges nothing: the batch
+/// is `retry`, nothing is `sent`, and a later healthy run delivers it.
+fn an_unfinished_2xx_is_retried(behavior: Behavior, error: &str) {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 3, "timeout_secs = 2");
+    receiver.push(behavior.clone());
+    let run = env.run(&["sync"]);
+    run.assert_code(1);
+    let doc = env.run(&["items", "--feed", "p", "--json"]).json();
+    let statuses: Vec<(&str, &str)> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![("A0", "retry"), ("A1", "retry"), ("A2", "retry")],
+        "{behavior:?}"
+    );
+    assert!(receiver.catalog("p").is_empty());
+    let said = item(&env, "A0").2.unwrap();
+    assert!(said.contains(error), "{behavior:?}: {said}");
+    assert!(run.stderr.contains(error), "{}", run.stderr);
+
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T14:00:00Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(count(&env, "sent"), 3, "{behavior:?}");
+    assert_eq!(receiver.catalog("p").len(), 3, "{behavior:?}");
+}
+
+fn a_retryable_result_for(id: &str) -> Vec<Value> {
+    vec![json!({"id": id, "ok": false, "retryable": true, "error": "index busy, try again"})]
+}
+
+#[test]
+fn a_2xx_body_shorter_than_its_content_length_acknowledges_nothing() {
+    an_unfinished_2xx_is_retried(
+        Behavior::CutBody(a_retryable_result_for("A0")),
+        "HTTP 200, but the answer was cut short",
+    );
+}
+
+#[test]
+fn a_2xx_body_slower_than_the_timeout_acknowledges_nothing() {
+    // About 80 bytes at 10 a second: eight seconds, against a timeout of two.
+    an_unfinished_2xx_is_retried(
+        Behavior::TrickleBody(a_retryable_result_for("A0"), Duration::from_millis(100)),
+        "HTTP 200, but the answer was not complete after 2 s",
+    );
+}
+
+#[test]
+fn response_headers_slower_than_the_timeout_acknowledge_nothing() {
+    an_unfinished_2xx_is_retried(
+        Behavior::TrickleHead(Duration::from_millis(100)),
+        "timed out after 2 s",
+    );
+}

@@ -47,6 +47,17 @@ pub enum Behavior {
     Hang(Duration),
     /// Read the request, then drop the connection without answering.
     Close,
+    /// 200 `{"results": [...]}` whose `Content-Length` promises more bytes
+    /// than are sent before the connection closes: an answer cut short. The
+    /// batch is not applied.
+    CutBody(Vec<Value>),
+    /// 200 `{"results": [...]}` with a right `Content-Length`, the head sent
+    /// at once and the body one byte per pause: an answer slower than any
+    /// sane timeout. The batch is not applied.
+    TrickleBody(Vec<Value>, Duration),
+    /// A 200 `{}` whose status line and headers come one byte per pause.
+    /// The batch is not applied.
+    TrickleHead(Duration),
 }
 
 /// One request as received.
@@ -320,6 +331,10 @@ fn serve(stream: &TcpStream, sh: &Shared) {
                     thread::sleep(Duration::from_millis(20));
                 }
             }
+            Behavior::CutBody(_) | Behavior::TrickleBody(..) | Behavior::TrickleHead(_) => {
+                let _ = write_faulty(&mut writer, &behavior, &req, &sh.stop);
+                return;
+            }
             _ => {}
         }
         let (status, headers, body) = answer(&behavior, &req);
@@ -355,6 +370,10 @@ fn answer(behavior: &Behavior, req: &Request) -> (u16, Vec<(String, String)>, St
             }
         }
         Behavior::Results(results) => (200, vec![], json!({ "results": results }).to_string()),
+        Behavior::CutBody(results) | Behavior::TrickleBody(results, _) => {
+            (200, vec![], json!({ "results": results }).to_string())
+        }
+        Behavior::TrickleHead(_) => ok,
     }
 }
 
@@ -583,5 +602,50 @@ fn write_response(
     head.push_str("\r\n");
     w.write_all(head.as_bytes())?;
     w.write_all(body.as_bytes())?;
+    w.flush()
+}
+
+/// The answers of `CutBody`, `TrickleBody` and `TrickleHead`: a 200 that
+/// never arrives whole, or not in time. Stops early when the receiver is
+/// dropped or the client has gone.
+fn write_faulty(
+    w: &mut impl Write,
+    behavior: &Behavior,
+    req: &Request,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let (_, _, body) = answer(behavior, req);
+    let declared = match behavior {
+        Behavior::CutBody(_) => body.len() + 64,
+        _ => body.len(),
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+    );
+    let slowly = |w: &mut dyn Write, bytes: &[u8], pause: Duration| -> io::Result<()> {
+        for b in bytes {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            w.write_all(std::slice::from_ref(b))?;
+            w.flush()?;
+            thread::sleep(pause);
+        }
+        Ok(())
+    };
+    match behavior {
+        Behavior::TrickleHead(pause) => {
+            slowly(w, head.as_bytes(), *pause)?;
+            w.write_all(body.as_bytes())?;
+        }
+        Behavior::TrickleBody(_, pause) => {
+            w.write_all(head.as_bytes())?;
+            slowly(w, body.as_bytes(), *pause)?;
+        }
+        _ => {
+            w.write_all(head.as_bytes())?;
+            w.write_all(body.as_bytes())?;
+        }
+    }
     w.flush()
 }
