@@ -7,6 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 const NOW: &str = "2026-11-29T12:00:00Z";
@@ -474,4 +476,268 @@ fn response_headers_slower_than_the_timeout_acknowledge_nothing() {
         Behavior::TrickleHead(Duration::from_millis(100)),
         "timed out after 2 s",
     );
+}
+
+/// `n` NDJSON lines of about 230 bytes each, S00000 onwards.
+fn wide_items(n: usize) -> String {
+    let text = "lorem ipsum dolor sit amet ".repeat(6);
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"sku\":\"S{i:05}\",\"name\":\"Product {i}\",\"price\":{i},\"description\":\"{text}{i}\"}}\n"
+            )
+        })
+        .collect()
+}
+
+/// A feed `p` of `n` wide items, sent to `file:OUT`.
+fn file_target_env(out: &std::path::Path, n: usize) -> Env {
+    let mut env = Env::new();
+    env.config(&format!(
+        "[target]\nurl = \"file:{}\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        out.display()
+    ));
+    env.write("p.ndjson", &wide_items(n));
+    env.set_env("FEEDSYNC_NOW", NOW);
+    env
+}
+
+/// What a line-by-line reader gets back from a file target, from byte
+/// `skip` on: every line must be a whole envelope of feed `p`. id → data as
+/// last written.
+fn read_file_target(out: &std::path::Path, skip: usize) -> BTreeMap<String, Value> {
+    let bytes = std::fs::read(out).unwrap();
+    let bytes = &bytes[skip..];
+    assert!(
+        bytes.is_empty() || bytes.ends_with(b"\n"),
+        "the file ends mid-line: …{}",
+        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(80)..])
+    );
+    let mut got = BTreeMap::new();
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let batch: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
+            panic!(
+                "line {} is not a whole envelope ({e}): {}…",
+                n + 1,
+                String::from_utf8_lossy(&line[..line.len().min(200)])
+            )
+        });
+        assert_eq!(batch["feed"], "p", "line {}", n + 1);
+        for item in batch["items"].as_array().unwrap() {
+            got.insert(item_id_of(item), item["data"].clone());
+        }
+    }
+    got
+}
+
+fn item_id_of(item: &Value) -> String {
+    item["id"].as_str().unwrap().to_string()
+}
+
+/// id → status, as `items --json` reports them.
+fn item_statuses(env: &Env) -> BTreeMap<String, String> {
+    let doc = env
+        .run(&["items", "--feed", "p", "--json", "--limit", "1000000"])
+        .json();
+    doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (item_id_of(i), i["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The source's items as a line reader of the target should see them.
+fn wide_catalog(n: usize) -> BTreeMap<String, Value> {
+    wide_items(n)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["sku"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+const WIDE: usize = 50_000;
+
+/// A first `sync` that runs out of room (`fill` runs it so), then more room
+/// (`make_room`), then `sync` and `retry`: no line is ever torn, no item
+/// counted `sent` is missing from the file, and in the end the file holds
+/// every item whole. The file's first `skip` bytes are not the feed's.
+fn a_full_disk_loses_nothing(
+    env: &mut Env,
+    out: &std::path::Path,
+    skip: usize,
+    fill: impl FnOnce(&Env) -> Run,
+    make_room: impl FnOnce(),
+) {
+    let run = fill(env);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot write {}", out.display())),
+        "{}",
+        run.stderr
+    );
+    let got = read_file_target(out, skip);
+    let statuses = item_statuses(env);
+    assert_eq!(statuses.len(), WIDE);
+    let sent: Vec<&String> = statuses
+        .iter()
+        .filter(|(_, s)| *s == "sent")
+        .map(|(id, _)| id)
+        .collect();
+    let missing: Vec<&&String> = sent.iter().filter(|id| !got.contains_key(**id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} items counted sent are not in the file, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    assert!(!sent.is_empty() && sent.len() < WIDE, "{} sent", sent.len());
+    assert!(statuses.values().any(|s| s == "retry"));
+
+    make_room();
+    env.run(&["sync"]).assert_code(0);
+    env.set_env("FEEDSYNC_NOW", "2026-11-30T12:00:00Z");
+    env.run(&["retry"]).assert_code(0);
+    let statuses = item_statuses(env);
+    assert!(statuses.values().all(|s| s == "sent"));
+    let got = read_file_target(out, skip);
+    assert!(got == wide_catalog(WIDE), "the file holds every item whole");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root, or no privilege).
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let done = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        done.then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let done = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(done.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let done = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !done {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_never_tears_a_file_targets_line() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(out_dir.path(), "2m") else {
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the file-size limit test covers the same path"
+        );
+        return;
+    };
+    let out = out_dir.path().join("p.ndjson");
+    let mut env = file_target_env(&out, WIDE);
+    a_full_disk_loses_nothing(
+        &mut env,
+        &out,
+        0,
+        |env| {
+            let run = env.run(&["sync"]);
+            assert!(run.stderr.contains("No space left"), "{}", run.stderr);
+            run
+        },
+        || disk.resize("64m"),
+    );
+}
+
+#[test]
+fn a_file_size_limit_never_tears_a_file_targets_line() {
+    use std::os::unix::process::CommandExt;
+    // The limit holds for every file the process writes, the state file
+    // too: the target file starts just under it (a sparse hole, then a
+    // newline) so that it is the one to hit it.
+    const LIMIT: u64 = 256 << 20;
+    let skip = (LIMIT - (1 << 20)) as usize;
+    let env_dir = tempfile::tempdir().unwrap();
+    let out = env_dir.path().join("p.ndjson");
+    {
+        let f = std::fs::File::create(&out).unwrap();
+        f.set_len(skip as u64 - 1).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_at(b"\n", skip as u64 - 1).unwrap();
+    }
+    let mut env = file_target_env(&out, WIDE);
+    a_full_disk_loses_nothing(
+        &mut env,
+        &out,
+        skip,
+        |env| {
+            let mut cmd = env.command(&["sync"]);
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: LIMIT,
+                        rlim_max: LIMIT,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // Without this the kernel kills the process (SIGXFSZ)
+                    // instead of failing the write with EFBIG.
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+            let run: Run = cmd.output().unwrap().into();
+            assert!(run.stderr.contains("too large"), "{}", run.stderr);
+            run
+        },
+        || {},
+    );
+}
+
+#[test]
+fn a_torn_last_line_is_cut_before_the_next_batch() {
+    let whole = r#"{"feed":"p","sync":"partial","items":[{"id":"OLD","key":{"sku":"OLD"},"op":"delete","hash":"00000000000000000000000000000000"}]}"#;
+    let torn = r#"{"feed":"p","sync":"partial","items":[{"id":"S00007","key":{"sku":"S0"#;
+    for before in [format!("{whole}\n{torn}"), torn.to_string()] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("p.ndjson");
+        std::fs::write(&out, &before).unwrap();
+        let env = file_target_env(&out, 3);
+        env.run(&["sync"]).assert_code(0);
+        let text = std::fs::read_to_string(&out).unwrap();
+        let kept = before.len() - torn.len();
+        assert_eq!(&text[..kept], &before[..kept], "whole lines stay");
+        let got = read_file_target(&out, kept);
+        assert!(got == wide_catalog(3), "{text}");
+    }
 }
