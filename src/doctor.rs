@@ -360,6 +360,7 @@ fn check_state(f: &mut Findings, config: &Config) {
     check_cron(f, config, &state);
     check_lock(f, config, Some(&state));
     check_backlog(f, config, &state);
+    check_retry_waits(f, config, &state);
 }
 
 fn ago(secs: i64) -> String {
@@ -503,5 +504,38 @@ fn check_backlog(f: &mut Findings, config: &Config, state: &State) {
         if let Some(e) = &info.last_error {
             f.note(format!("feed {name}: its last run ended with: {e}"), None);
         }
+    }
+}
+
+/// Per feed: `retry` items that failed at a time the clock has not reached
+/// (it was fast then, or has been set back), and so are due further ahead
+/// than any wait feedsync chooses. The next `retry` counts their wait from
+/// now; until then they would wait for the old clock.
+fn check_retry_waits(f: &mut Findings, config: &Config, state: &State) {
+    let now = clock::now_secs();
+    for feed in &config.feeds {
+        let name = &feed.name;
+        let Ok(Some(info)) = state.feed_info(name) else {
+            continue;
+        };
+        let max = feed.target.retry_max_secs as i64;
+        let Ok(backlog) = state::retry_backlog(state.conn(), info.id, now, max) else {
+            continue;
+        };
+        if backlog.ahead == 0 {
+            continue;
+        }
+        let n = backlog.ahead;
+        f.problem(
+            format!(
+                "feed {name}: {n} retry item{} due as late as {}, further ahead than retry_max_secs or a Retry-After allows: {} failed while the clock was ahead of what it reads now",
+                if n == 1 { " is" } else { "s are" },
+                backlog.ahead_due.map_or_else(|| "-".to_string(), clock::rfc3339),
+                if n == 1 { "it" } else { "they" },
+            ),
+            format!(
+                "run `feedsync retry --feed {name}` (or let cron's `feedsync run` reach its retry time): it counts their wait again from now"
+            ),
+        );
     }
 }

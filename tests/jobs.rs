@@ -591,3 +591,110 @@ fn fall_back_runs_the_repeated_hour_once() {
         ["2026-10-25T00:00:30Z", "2026-10-25T02:00:30Z"]
     );
 }
+
+/// Three items that became `retry` while the clock read 2099 (the target
+/// answered 503, or as `fail` says), then the target heals and the clock
+/// is set right, to 2026-11-29 10:00 UTC.
+fn failed_in_2099(receiver: &Receiver, schedule: &str, fail: Behavior) -> Env {
+    let mut env = setup(
+        receiver,
+        3,
+        schedule,
+        "retry_base_secs = 60\nretry_max_secs = 600",
+    );
+    receiver.set(fail);
+    env.set_env("FEEDSYNC_NOW", "2099-01-01T10:00:00Z");
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(
+        env.run(&["status", "--json"]).json()["feeds"][0]["retry"],
+        3
+    );
+    receiver.set(Behavior::Ok);
+    receiver.clear_requests();
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:00:00Z");
+    env
+}
+
+#[test]
+fn retry_items_failed_while_the_clock_was_fast_go_once_it_is_set_right() {
+    let receiver = Receiver::start();
+    let mut env = failed_in_2099(&receiver, "", Behavior::Status(503, "down".into()));
+    // Doctor sees them stranded, and says what to do.
+    let doctor = env.run(&["doctor"]);
+    doctor.assert_code(1);
+    assert!(
+        doctor
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("PROBLEM") && l.contains("3 retry items")),
+        "{}",
+        doctor.stdout
+    );
+    assert!(
+        doctor.stdout.contains("feedsync retry"),
+        "{}",
+        doctor.stdout
+    );
+    // `retry` counts their wait (at most retry_max_secs) from now...
+    env.run(&["retry"]).assert_code(0);
+    assert!(receiver.delivered_items().is_empty(), "not due yet");
+    let doctor = env.run(&["doctor"]);
+    doctor.assert_code(0);
+    // ...and sends them once it is over.
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+    assert_eq!(env.run(&["status", "--json"]).json()["feeds"][0]["sent"], 3);
+}
+
+#[test]
+fn run_delivers_retry_items_failed_while_the_clock_was_fast() {
+    let receiver = Receiver::start();
+    let schedule = "sync = \"* * * * *\"\nretry = \"*/5 * * * *\"";
+    let mut env = failed_in_2099(&receiver, schedule, Behavior::Status(503, "down".into()));
+    // A week of minutes would be 10,080 runs; every five minutes for an
+    // hour shows the same.
+    for m in (0..60).step_by(5) {
+        run_at(&mut env, &format!("2026-11-29T10:{m:02}:01Z")).assert_code(0);
+    }
+    assert_eq!(receiver.catalog("p").len(), 3);
+    let status = env.run(&["status", "--json"]).json();
+    assert_eq!(status["feeds"][0]["retry"], 0);
+}
+
+#[test]
+fn a_retry_after_is_still_honoured_when_the_clock_is_set_right() {
+    let receiver = Receiver::start();
+    let mut env = failed_in_2099(&receiver, "", Behavior::RetryAfter(503, "7200".into()));
+    env.run(&["retry"]).assert_code(0);
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.request_count(), 0, "the target asked for 2 h");
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T12:00:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+}
+
+#[test]
+fn retry_items_stranded_by_an_older_feedsync_go_after_the_upgrade() {
+    let receiver = Receiver::start();
+    let mut env = failed_in_2099(&receiver, "", Behavior::Status(503, "down".into()));
+    // Make it the state file an older feedsync (schema 1) left behind.
+    let db = env.db();
+    let columns: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('items')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    if columns.iter().any(|c| c == "failed_at") {
+        db.execute_batch("ALTER TABLE items DROP COLUMN failed_at; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    drop(db);
+    env.run(&["retry"]).assert_code(0);
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+}
