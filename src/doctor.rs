@@ -2,7 +2,8 @@
 //! checked before trusting it to cron — every source readable, every target
 //! answering and accepting our credentials, the state file sound and
 //! writable, cron actually starting `run`, no run stuck on the lock, no
-//! items stuck in `failed`. Each problem comes with a one-line fix.
+//! items stuck in `failed`, no `retry` item waiting for a clock that was
+//! fast. Each problem comes with a one-line fix.
 //!
 //! Doctor changes nothing: it sends only empty `probe` batches, writes no
 //! batch to a `file:` target, creates no state file and migrates none.

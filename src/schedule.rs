@@ -4,6 +4,11 @@
 //! an explicit list, which sidesteps the numbering differences, validates
 //! with messages that name the field, and keeps crontab's rule that a
 //! restricted day-of-month and day-of-week match when *either* does.
+//!
+//! Time here can jump (guarantee 9): the lines name wall-clock times,
+//! placed on the real time line so daylight saving neither skips nor
+//! repeats a run, and the last check never goes back with a clock stepped
+//! back, so no scheduled time runs twice.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
