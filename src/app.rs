@@ -410,7 +410,8 @@ fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
         .and_then(|v| v.parse::<i64>().ok())
         .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
     let due = schedule::due(config.schedule.iter().map(|s| (s.job, &s.cron)), last, now);
-    state.set_meta(schedule::SCHEDULE_CHECKED, &now.timestamp().to_string())?;
+    let checked = schedule::checked(last, now);
+    state.set_meta(schedule::SCHEDULE_CHECKED, &checked.timestamp().to_string())?;
     let feeds: Vec<&Feed> = config.feeds.iter().collect();
     let worked = !due.is_empty();
     for name in due {

@@ -416,8 +416,9 @@ impl Settle<'_> {
     }
 }
 
-/// `base · 2^(attempts−1)`, capped at `max`, plus up to 10% jitter so
-/// retries of many items do not arrive at once.
+/// `base · 2^(attempts−1)` with up to 10% jitter, so retries of many items
+/// do not arrive at once, and never more than `max` (guarantee 9 bounds
+/// every wait by it, jitter included).
 pub fn backoff(base: u64, max: u64, attempts: u32, salt: &str) -> i64 {
     let exp = attempts.saturating_sub(1).min(40);
     let wait = base.saturating_mul(1u64 << exp).min(max);
@@ -427,7 +428,7 @@ pub fn backoff(base: u64, max: u64, attempts: u32, salt: &str) -> i64 {
         .unwrap_or(0);
     let r = xxhash_rust::xxh3::xxh3_64_with_seed(salt.as_bytes(), nanos as u64);
     let jitter = if wait >= 10 { r % (wait / 10 + 1) } else { 0 };
-    (wait + jitter) as i64
+    (wait + jitter).min(max) as i64
 }
 
 #[cfg(test)]
@@ -436,9 +437,15 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        for (attempts, base) in [(1, 60), (2, 120), (3, 240), (7, 3600), (30, 3600)] {
+        for (attempts, base) in [(1, 60), (2, 120), (3, 240)] {
             let w = backoff(60, 3600, attempts, "x") as u64;
             assert!(w >= base && w <= base + base / 10, "{attempts}: {w}");
+        }
+        // Never above the cap, jitter included (1,000 draws of it).
+        for (attempts, salt) in (0..1000).map(|i| ([6, 7, 30][i % 3], format!("item{i}"))) {
+            let w = backoff(60, 3600, attempts, &salt) as u64;
+            assert!(w <= 3600, "{attempts}: {w}");
+            assert!(attempts == 6 || w == 3600, "{attempts}: {w}");
         }
     }
 }

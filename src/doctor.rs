@@ -2,7 +2,8 @@
 //! checked before trusting it to cron — every source readable, every target
 //! answering and accepting our credentials, the state file sound and
 //! writable, cron actually starting `run`, no run stuck on the lock, no
-//! items stuck in `failed`. Each problem comes with a one-line fix.
+//! items stuck in `failed`, no `retry` item waiting for a clock that was
+//! fast. Each problem comes with a one-line fix.
 //!
 //! Doctor changes nothing: it sends only empty `probe` batches, writes no
 //! batch to a `file:` target, creates no state file and migrates none.
@@ -360,6 +361,7 @@ fn check_state(f: &mut Findings, config: &Config) {
     check_cron(f, config, &state);
     check_lock(f, config, Some(&state));
     check_backlog(f, config, &state);
+    check_retry_waits(f, config, &state);
 }
 
 fn ago(secs: i64) -> String {
@@ -503,5 +505,38 @@ fn check_backlog(f: &mut Findings, config: &Config, state: &State) {
         if let Some(e) = &info.last_error {
             f.note(format!("feed {name}: its last run ended with: {e}"), None);
         }
+    }
+}
+
+/// Per feed: `retry` items that failed at a time the clock has not reached
+/// (it was fast then, or has been set back), and so are due further ahead
+/// than any wait feedsync chooses. The next `retry` counts their wait from
+/// now; until then they would wait for the old clock.
+fn check_retry_waits(f: &mut Findings, config: &Config, state: &State) {
+    let now = clock::now_secs();
+    for feed in &config.feeds {
+        let name = &feed.name;
+        let Ok(Some(info)) = state.feed_info(name) else {
+            continue;
+        };
+        let max = feed.target.retry_max_secs as i64;
+        let Ok(backlog) = state::retry_backlog(state.conn(), info.id, now, max) else {
+            continue;
+        };
+        if backlog.ahead == 0 {
+            continue;
+        }
+        let n = backlog.ahead;
+        f.problem(
+            format!(
+                "feed {name}: {n} retry item{} due as late as {}, further ahead than retry_max_secs or a Retry-After allows: {} failed while the clock was ahead of what it reads now",
+                if n == 1 { " is" } else { "s are" },
+                backlog.ahead_due.map_or_else(|| "-".to_string(), clock::rfc3339),
+                if n == 1 { "it" } else { "they" },
+            ),
+            format!(
+                "run `feedsync retry --feed {name}` (or let cron's `feedsync run` reach its retry time): it counts their wait again from now"
+            ),
+        );
     }
 }

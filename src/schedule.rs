@@ -4,11 +4,16 @@
 //! an explicit list, which sidesteps the numbering differences, validates
 //! with messages that name the field, and keeps crontab's rule that a
 //! restricted day-of-month and day-of-week match when *either* does.
+//!
+//! Time here can jump (guarantee 9): the lines name wall-clock times,
+//! placed on the real time line so daylight saving neither skips nor
+//! repeats a run, and the last check never goes back with a clock stepped
+//! back, so no scheduled time runs twice.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use chrono::{DateTime, Local, Timelike, Utc};
+use chrono::{DateTime, Local, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 
 /// The jobs `run` knows, in the order it runs them when several are due.
 pub const JOBS: [&str; 5] = ["sync", "send", "retry", "resync", "cleanup"];
@@ -77,26 +82,36 @@ impl Cron {
         Ok(Cron { schedules })
     }
 
-    /// Whether a fire time falls in (`after`, `until`], in local time.
+    /// Whether a fire time falls in (`after`, `until`].
     pub fn fires_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> bool {
-        let after = after.with_timezone(&Local);
-        let until = until.with_timezone(&Local);
+        self.fires_between_in(&Local, after, until)
+    }
+
+    fn fires_between_in<Z: TimeZone>(
+        &self,
+        zone: &Z,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> bool {
         self.schedules
             .iter()
-            .any(|s| s.after(&after).next().is_some_and(|t| t <= until))
+            .any(|s| instants(s, zone, after).next().is_some_and(|t| t <= until))
     }
 
     /// The longest wait between two fire times, looking a week ahead of
     /// `from` (a year for rarer lines). `doctor` judges cron's liveness by it.
     pub fn longest_gap(&self, from: DateTime<Utc>) -> chrono::Duration {
-        let from = from.with_timezone(&Local);
         for days in [8, 400] {
             let until = from + chrono::Duration::days(days);
-            let mut times: Vec<DateTime<Local>> = self
+            let mut times: Vec<DateTime<Utc>> = self
                 .schedules
                 .iter()
                 // A week of minutes is 10,080 fire times.
-                .flat_map(|s| s.after(&from).take(20_000).take_while(|t| *t <= until))
+                .flat_map(|s| {
+                    instants(s, &Local, from)
+                        .take(20_000)
+                        .take_while(|t| *t <= until)
+                })
                 .collect();
             times.sort();
             times.dedup();
@@ -110,6 +125,65 @@ impl Cron {
         }
         chrono::Duration::days(400)
     }
+}
+
+/// A schedule's fire instants after `after`, in order (a time the gap
+/// skips and the first time after it are one instant, so one run).
+///
+/// A crontab line names wall-clock times. Each is taken at the first
+/// instant the zone's clock shows it, so a time the fall-back hour repeats
+/// fires once; a time the spring-forward gap skips fires at the first
+/// instant after the gap, as in Vixie cron and cronie. The `cron` crate,
+/// given a zone, drops a gap's times and can take a repeated time's second
+/// instant, so it is asked only for wall-clock times, in a zone without
+/// daylight saving, and they are placed on the real time line here.
+fn instants<'a, Z: TimeZone + 'a>(
+    schedule: &'a cron::Schedule,
+    zone: &'a Z,
+    after: DateTime<Utc>,
+) -> impl Iterator<Item = DateTime<Utc>> + 'a {
+    let wall = Utc.from_utc_datetime(&after.with_timezone(zone).naive_local());
+    // Every instant after `after` is a wall-clock time after `wall`; only
+    // the times of a repeated hour can map back before `after`.
+    schedule
+        .after(&wall)
+        .filter_map(move |t| first_shown(zone, t.naive_utc()))
+        .skip_while(move |t| *t <= after)
+}
+
+/// The first instant at which `zone`'s clock reads `wall`, or, for a time a
+/// gap skips, the first instant after the gap.
+fn first_shown<Z: TimeZone>(zone: &Z, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+    // Gaps last an hour, rarely more; Samoa once skipped a whole day.
+    (0..=48 * 60).find_map(|m| shown(zone, wall + chrono::Duration::minutes(m)))
+}
+
+/// The earliest instant at which `zone`'s clock reads `wall`, if any.
+///
+/// Found from the zone's offsets alone (instant → wall clock), not from
+/// chrono's wall clock → instant, which for `Local` is wrong at the edges
+/// of a change (03:00 on a fall-back night comes out ambiguous, 02:00 on a
+/// spring-forward night as existing, and the two instants of a repeated
+/// time in either order). The instant sought is within 14 h of `wall` read
+/// as UTC, so the offsets a day either side are all it can have, as long
+/// as the zone changes its offset at most once in two days.
+fn shown<Z: TimeZone>(zone: &Z, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+    let as_utc = Utc.from_utc_datetime(&wall);
+    let day = chrono::Duration::days(1);
+    [as_utc - day, as_utc + day]
+        .into_iter()
+        .map(|t| {
+            as_utc
+                - chrono::Duration::seconds(
+                    t.with_timezone(zone)
+                        .offset()
+                        .fix()
+                        .local_minus_utc()
+                        .into(),
+                )
+        })
+        .filter(|t| t.with_timezone(zone).naive_local() == wall)
+        .min()
 }
 
 fn list(set: BTreeSet<u32>) -> String {
@@ -177,24 +251,43 @@ fn expand(
     Ok(out)
 }
 
+/// How far back the clock may step and still be taken for the same clock:
+/// within this, the last check stands and nothing runs until the clock
+/// has passed it again; beyond it, the clock is taken to have been wrong
+/// and set right (a fast clock corrected), and the schedule starts afresh
+/// at the current minute instead of waiting, maybe years, for the old
+/// time. Vixie cron and cronie draw the same line at three hours.
+pub const STEP_BACK_HELD: chrono::Duration = chrono::Duration::hours(3);
+
+/// The window a check at `now` looks at, (start, `now`], and the time it
+/// leaves as the last check. The stored time never goes back, except when
+/// the clock is set right past [`STEP_BACK_HELD`].
+fn window(last_check: Option<DateTime<Utc>>, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    match last_check {
+        Some(t) if t <= now => (t, now),
+        Some(t) if t - now <= STEP_BACK_HELD => (t, t),
+        // The first check, or a clock set right: the current minute only.
+        _ => {
+            let minute = now
+                .with_second(0)
+                .and_then(|t| t.with_nanosecond(0))
+                .unwrap_or(now);
+            (minute - chrono::Duration::seconds(1), now)
+        }
+    }
+}
+
 /// The jobs due at `now`, in run order: those with a fire time in
 /// (`last_check`, `now`]. The very first check looks at the current minute
 /// only; after downtime each job is due once, however many times it fired.
+/// After the clock stepped back nothing is due until it has passed
+/// `last_check` again, so no scheduled time runs twice.
 pub fn due<'a>(
     jobs: impl IntoIterator<Item = (&'a str, &'a Cron)>,
     last_check: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Vec<&'a str> {
-    let after = match last_check {
-        Some(t) => t,
-        None => {
-            let minute = now
-                .with_second(0)
-                .and_then(|t| t.with_nanosecond(0))
-                .unwrap_or(now);
-            minute - chrono::Duration::seconds(1)
-        }
-    };
+    let (after, _) = window(last_check, now);
     let mut due: Vec<&str> = jobs
         .into_iter()
         .filter(|(_, cron)| after < now && cron.fires_between(after, now))
@@ -202,6 +295,11 @@ pub fn due<'a>(
         .collect();
     due.sort_by_key(|j| JOBS.iter().position(|k| k == j));
     due
+}
+
+/// What a check at `now` stores as the last check ([`SCHEDULE_CHECKED`]).
+pub fn checked(last_check: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    window(last_check, now).1
 }
 
 /// A local wall-clock time as UTC.
@@ -317,5 +415,132 @@ mod tests {
         );
         // Checked this minute already: nothing new.
         assert!(due(jobs(), Some(now), now).is_empty());
+    }
+
+    /// Europe/Berlin in 2026, from its rules: CET, and CEST from
+    /// 2026-03-29 01:00 UTC to 2026-10-25 01:00 UTC. (Only instant → wall
+    /// clock is used by the schedule; the other way is here for the trait.)
+    #[derive(Clone, Copy)]
+    struct Berlin2026;
+
+    impl Berlin2026 {
+        fn offset_at(utc: &chrono::NaiveDateTime) -> chrono::FixedOffset {
+            let summer = utc.and_utc() >= "2026-03-29T01:00:00Z".parse::<DateTime<Utc>>().unwrap()
+                && utc.and_utc() < "2026-10-25T01:00:00Z".parse::<DateTime<Utc>>().unwrap();
+            chrono::FixedOffset::east_opt(if summer { 7200 } else { 3600 }).unwrap()
+        }
+    }
+
+    impl TimeZone for Berlin2026 {
+        type Offset = chrono::FixedOffset;
+        fn from_offset(_: &chrono::FixedOffset) -> Self {
+            Berlin2026
+        }
+        fn offset_from_local_date(
+            &self,
+            local: &chrono::NaiveDate,
+        ) -> chrono::LocalResult<chrono::FixedOffset> {
+            self.offset_from_local_datetime(&local.and_hms_opt(0, 0, 0).unwrap())
+        }
+        fn offset_from_local_datetime(
+            &self,
+            local: &chrono::NaiveDateTime,
+        ) -> chrono::LocalResult<chrono::FixedOffset> {
+            let fits: Vec<chrono::FixedOffset> = [3600, 7200]
+                .into_iter()
+                .map(|s| chrono::FixedOffset::east_opt(s).unwrap())
+                .filter(|o| Self::offset_at(&(*local - *o)) == *o)
+                .collect();
+            match fits[..] {
+                [] => chrono::LocalResult::None,
+                [o] => chrono::LocalResult::Single(o),
+                [a, b] => chrono::LocalResult::Ambiguous(a, b),
+                _ => unreachable!(),
+            }
+        }
+        fn offset_from_utc_date(&self, utc: &chrono::NaiveDate) -> chrono::FixedOffset {
+            Self::offset_at(&utc.and_hms_opt(0, 0, 0).unwrap())
+        }
+        fn offset_from_utc_datetime(&self, utc: &chrono::NaiveDateTime) -> chrono::FixedOffset {
+            Self::offset_at(utc)
+        }
+    }
+
+    /// The minutes (UTC, as `HH:MM`) from `from` for `minutes` minutes at
+    /// which `line` fires in Berlin, checking minute by minute as `run` does.
+    fn berlin_fires(line: &str, from: &str, minutes: i64) -> Vec<String> {
+        let cron = Cron::parse(line).unwrap();
+        let from: DateTime<Utc> = from.parse().unwrap();
+        (0..minutes)
+            .map(|m| from + chrono::Duration::minutes(m))
+            .filter(|t| cron.fires_between_in(&Berlin2026, *t - chrono::Duration::minutes(1), *t))
+            .map(|t| t.format("%H:%M").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn spring_forward_runs_a_skipped_time_at_the_first_minute_after_the_gap() {
+        // 2026-03-29: the clock goes from 01:59:59 CET (00:59:59 UTC) to
+        // 03:00 CEST (01:00 UTC). From 00:00 CET to 05:00 CEST.
+        let night = ("2026-03-28T23:00:00Z", 4 * 60);
+        let fires = |line| berlin_fires(line, night.0, night.1);
+        assert_eq!(fires("30 2 * * *"), ["01:00"], "02:30 runs at 03:00 CEST");
+        assert_eq!(fires("0 2 * * *"), ["01:00"]);
+        assert_eq!(fires("59 2 * * *"), ["01:00"]);
+        // 02:00 and 03:00 are one instant: one run.
+        assert_eq!(fires("0 * * * *"), ["23:00", "00:00", "01:00", "02:00"]);
+        assert_eq!(fires("*/30 2-3 * * *"), ["01:00", "01:30"]);
+        assert_eq!(fires("0 3 * * *"), ["01:00"]);
+        // Days without a change are untouched.
+        let day_before = berlin_fires("30 2 * * *", "2026-03-27T23:00:00Z", 4 * 60);
+        assert_eq!(day_before, ["01:30"]);
+    }
+
+    #[test]
+    fn fall_back_runs_a_repeated_time_once_the_first_time() {
+        // 2026-10-25: the clock goes from 02:59:59 CEST (00:59:59 UTC) back
+        // to 02:00 CET (01:00 UTC). From 00:00 CEST to 05:00 CET.
+        let night = ("2026-10-24T22:00:00Z", 7 * 60);
+        let fires = |line| berlin_fires(line, night.0, night.1);
+        assert_eq!(fires("30 2 * * *"), ["00:30"], "02:30 CEST only");
+        assert_eq!(fires("0 2 * * *"), ["00:00"]);
+        assert_eq!(fires("0 3 * * *"), ["02:00"], "03:00 exists once, in CET");
+        assert_eq!(
+            fires("0 * * * *"),
+            ["22:00", "23:00", "00:00", "02:00", "03:00", "04:00"],
+            "each wall-clock hour once"
+        );
+        let every = fires("* * * * *");
+        let mut unique = every.clone();
+        unique.dedup();
+        assert_eq!(every, unique);
+        assert_eq!(every.len(), 7 * 60 - 60, "the repeated hour's minutes once");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_holds_the_last_check() {
+        let every = Cron::parse("* * * * *").unwrap();
+        let jobs = || [("sync", &every)];
+        let ten = local(2026, 11, 29, 10, 0);
+        let nine = local(2026, 11, 29, 9, 0);
+        // Set back an hour: nothing is due, and the last check stays.
+        assert!(due(jobs(), Some(ten), nine).is_empty());
+        assert_eq!(checked(Some(ten), nine), ten);
+        let past = ten + chrono::Duration::seconds(30);
+        assert!(due(jobs(), Some(ten), past).is_empty(), "10:00 again");
+        let next = local(2026, 11, 29, 10, 1);
+        assert_eq!(due(jobs(), Some(ten), next), ["sync"]);
+        assert_eq!(checked(Some(ten), next), next);
+        // Set back further than STEP_BACK_HELD: a clock set right starts
+        // afresh at the current minute.
+        let fast = ten + chrono::Duration::days(365 * 70);
+        assert_eq!(due(jobs(), Some(fast), ten), ["sync"]);
+        assert_eq!(checked(Some(fast), ten), ten);
+        let held = ten - STEP_BACK_HELD;
+        assert!(due(jobs(), Some(ten), held).is_empty());
+        assert_eq!(
+            due(jobs(), Some(ten), held - chrono::Duration::minutes(1)),
+            ["sync"]
+        );
     }
 }

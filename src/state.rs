@@ -14,7 +14,14 @@ use crate::record::{Hash, Item};
 use crate::source::Validators;
 
 /// Schema migrations, applied in order by `PRAGMA user_version`.
-const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../schema.sql"),
+    // Version 2: when a `retry` item's last attempt failed, so its wait
+    // (`next_attempt_at - failed_at`) can be counted again from now when
+    // the clock turns out to have been fast (see `FAILED_AHEAD`). Rows
+    // from version 1 keep NULL.
+    "ALTER TABLE items ADD COLUMN failed_at INTEGER;",
+];
 
 pub struct State {
     conn: Connection,
@@ -366,6 +373,50 @@ fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
     })
 }
 
+/// A `retry` item whose last attempt failed at a time the clock has not
+/// reached: the clock was fast then, or has been set back since. Left
+/// alone it would wait for the old clock, maybe for years; its wait (at
+/// most `retry_max_secs`, or a Retry-After capped at 24 h) is counted again
+/// from now instead ([`Tx::restart_waits`]). A row from schema 1 has no
+/// `failed_at`; its wait is taken to be `retry_max_secs` (`:max`).
+const FAILED_AHEAD: &str = "coalesce(failed_at, next_attempt_at - :max) > :now";
+
+/// A feed's `retry` items at `now`: those due, by op, and those whose
+/// failure lies ahead of the clock ([`FAILED_AHEAD`]), with the latest
+/// time they are due. One pass, the same as counting the queue alone.
+pub fn retry_backlog(conn: &Connection, feed_id: i64, now: i64, max: i64) -> Result<Backlog> {
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE due AND NOT deleted), count(*) FILTER (WHERE due AND deleted),
+             count(*) FILTER (WHERE ahead), max(next_attempt_at) FILTER (WHERE ahead)
+         FROM (SELECT deleted, next_attempt_at,
+                   next_attempt_at IS NULL OR next_attempt_at <= :now AS due, {FAILED_AHEAD} AS ahead
+               FROM items WHERE +feed_id = :feed AND status = 'retry')"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    Ok(stmt.query_row(
+        rusqlite::named_params! {":feed": feed_id, ":now": now, ":max": max},
+        |r| {
+            Ok(Backlog {
+                upserts: r.get::<_, i64>(0)? as u64,
+                deletes: r.get::<_, i64>(1)? as u64,
+                ahead: r.get::<_, i64>(2)? as u64,
+                ahead_due: r.get(3)?,
+            })
+        },
+    )?)
+}
+
+/// What [`retry_backlog`] found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Backlog {
+    pub upserts: u64,
+    pub deletes: u64,
+    /// Items whose failure lies ahead of the clock.
+    pub ahead: u64,
+    /// The latest time one of those is due.
+    pub ahead_due: Option<i64>,
+}
+
 /// Counts what a queue holds, by op: (upserts, deletes).
 pub fn queue_size(conn: &Connection, q: &Queue<'_>) -> Result<(u64, u64)> {
     let sql = format!(
@@ -707,6 +758,22 @@ impl Tx<'_> {
         )? as u64)
     }
 
+    /// Counts the wait of every `retry` item whose failure lies ahead of
+    /// `now` ([`FAILED_AHEAD`]) from `now`, as if it had failed now; `max`
+    /// is `retry_max_secs`. Returns how many.
+    pub fn restart_waits(&self, feed_id: i64, now: i64, max: i64) -> Result<u64> {
+        let sql = format!(
+            "UPDATE items SET
+                 next_attempt_at = :now + next_attempt_at - coalesce(failed_at, next_attempt_at - :max),
+                 failed_at = :now
+             WHERE +feed_id = :feed AND status = 'retry' AND {FAILED_AHEAD}"
+        );
+        Ok(self.0.execute(
+            &sql,
+            rusqlite::named_params! {":feed": feed_id, ":now": now, ":max": max},
+        )? as u64)
+    }
+
     pub fn set_validators(&self, feed_id: i64, v: &Validators) -> Result<()> {
         self.0.execute(
             "UPDATE feeds SET etag = ?2, last_modified = ?3 WHERE id = ?1",
@@ -792,7 +859,7 @@ impl Tx<'_> {
                 // `retry` reads no source, so the data it will resend is kept.
                 let mut stmt = self.0.prepare_cached(
                     "UPDATE items SET status = 'retry', attempts = attempts + 1, error = ?3,
-                         next_attempt_at = ?4, data = coalesce(data, ?5)
+                         next_attempt_at = ?4, failed_at = ?6, data = coalesce(data, ?5)
                      WHERE rowid = ?1 AND hash = ?2",
                 )?;
                 let data = item.data.as_deref().map(String::from_utf8_lossy);
@@ -801,7 +868,8 @@ impl Tx<'_> {
                     hash,
                     clip(error),
                     next_attempt_at,
-                    data
+                    data,
+                    now
                 ])?;
             }
             Outcome::Failed { error } => {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result, exit};
 use crate::format::Splitter;
 use crate::source::{self, Opened, Source};
 use crate::spool::Spool;
-use crate::state::{Queue, State, queue_size, status};
+use crate::state::{Queue, State, queue_size, retry_backlog, status};
 use crate::target::{SyncKind, Target};
 
 /// How one feed fared in one job; also the `--json` document's entries.
@@ -299,8 +299,9 @@ impl<'a> Jobs<'a> {
     /// `send` and `retry`: deliver a queue of stored items, reading no
     /// source. `retry` takes the `retry` items whose time has come.
     pub fn deliver_stored(&mut self, feeds: &[&Feed], kind: SyncKind) -> Result<JobReport> {
+        let now = clock::now_secs();
         let (queued, due) = match kind {
-            SyncKind::Retry => (status::RETRY, Some(clock::now_secs())),
+            SyncKind::Retry => (status::RETRY, Some(now)),
             _ => (status::PENDING, None),
         };
         let mut job = JobReport::default();
@@ -312,7 +313,11 @@ impl<'a> Jobs<'a> {
                 status: queued,
                 due,
             };
-            (report.upserts, report.deletes) = queue_size(self.state.conn(), &queue)?;
+            (report.upserts, report.deletes) = if kind == SyncKind::Retry {
+                self.retry_backlog(feed, feed_id, now)?
+            } else {
+                queue_size(self.state.conn(), &queue)?
+            };
             let from = Pick {
                 queue: &queue,
                 rowids: None,
@@ -324,6 +329,28 @@ impl<'a> Jobs<'a> {
             job.push(report);
         }
         Ok(job)
+    }
+
+    /// The `retry` items of a feed due at `now`, by op: (upserts, deletes).
+    /// Items that failed while the clock was ahead of `now` have their wait
+    /// counted again from now first, so none is due later than its wait
+    /// (at most `retry_max_secs`, or a capped Retry-After) after the clock.
+    fn retry_backlog(&mut self, feed: &Feed, feed_id: i64, now: i64) -> Result<(u64, u64)> {
+        let max = feed.target.retry_max_secs as i64;
+        let mut backlog = retry_backlog(self.state.conn(), feed_id, now, max)?;
+        if backlog.ahead > 0 {
+            log::warn!(
+                "{}: {} retry item{} failed at a time the clock has not reached (it was fast, or was set back); their wait counts from now",
+                feed.name,
+                backlog.ahead,
+                if backlog.ahead == 1 { "" } else { "s" }
+            );
+            let tx = self.state.write()?;
+            tx.restart_waits(feed_id, now, max)?;
+            tx.commit()?;
+            backlog = retry_backlog(self.state.conn(), feed_id, now, max)?;
+        }
+        Ok((backlog.upserts, backlog.deletes))
     }
 
     /// `cleanup`: drop tombstones delivered more than `tombstone_days` ago.

@@ -473,3 +473,228 @@ fn summaries_say_what_each_job_did() {
     let run = env.run(&["retry", "-v"]);
     assert!(run.stderr.contains("p: nothing to send"), "{}", run.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// Time can jump (DESIGN.md, guarantee 9).
+
+/// Each job's run start times (RFC 3339, UTC), earliest first.
+fn runs_by_job(env: &Env) -> std::collections::BTreeMap<String, Vec<String>> {
+    let doc = env.run(&["runs", "--limit", "10000", "--json"]).json();
+    let mut by_job = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for r in doc["runs"].as_array().unwrap().iter().rev() {
+        by_job
+            .entry(r["job"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["started_at"].as_str().unwrap().to_string());
+    }
+    by_job
+}
+
+/// `run` once a minute from `from` for `minutes` minutes (UTC).
+fn run_each_minute(env: &mut Env, from: &str, minutes: i64) {
+    let from = chrono::DateTime::parse_from_rfc3339(from).unwrap();
+    for m in 0..minutes {
+        let at = from + chrono::Duration::minutes(m);
+        run_at(env, &at.to_rfc3339()).assert_code(0);
+    }
+}
+
+#[test]
+fn a_clock_stepped_back_runs_no_slot_twice() {
+    let receiver = Receiver::start();
+    let mut env = setup(
+        &receiver,
+        3,
+        "sync = \"* * * * *\"\nsend = \"*/5 * * * *\"\nretry = \"*/5 * * * *\"\ncleanup = \"0 10 * * *\"",
+        "",
+    );
+    // 09:50 to 10:00, then the clock is set back to 09:50 and runs on to 10:05.
+    run_each_minute(&mut env, "2026-11-29T09:50:10Z", 11);
+    run_each_minute(&mut env, "2026-11-29T09:50:20Z", 16);
+    let runs = runs_by_job(&env);
+    let minutes = |job: &str| -> Vec<String> {
+        runs.get(job)
+            .map(|t| t.iter().map(|s| s[11..16].to_string()).collect())
+            .unwrap_or_default()
+    };
+    let sync: Vec<String> = (50..66)
+        .map(|m| format!("{:02}:{:02}", 9 + m / 60, m % 60))
+        .collect();
+    assert_eq!(minutes("sync"), sync, "each minute's sync once");
+    assert_eq!(minutes("send"), ["09:50", "09:55", "10:00", "10:05"]);
+    assert_eq!(minutes("retry"), ["09:50", "09:55", "10:00", "10:05"]);
+    assert_eq!(minutes("cleanup"), ["10:00"]);
+}
+
+#[test]
+fn a_clock_that_was_days_fast_and_is_set_right_runs_on_at_once() {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 3, "sync = \"* * * * *\"", "");
+    run_at(&mut env, "2099-01-01T10:00:00Z").assert_code(0);
+    run_at(&mut env, "2099-01-01T10:01:00Z").assert_code(0);
+    // Set right: the schedule is not held until 2099.
+    run_at(&mut env, "2026-11-29T10:00:00Z").assert_code(0);
+    run_at(&mut env, "2026-11-29T10:01:00Z").assert_code(0);
+    // (`runs` lists by start time, so 2026 comes first.)
+    let runs = runs_by_job(&env);
+    assert_eq!(
+        runs["sync"],
+        [
+            "2026-11-29T10:00:00Z",
+            "2026-11-29T10:01:00Z",
+            "2099-01-01T10:00:00Z",
+            "2099-01-01T10:01:00Z"
+        ]
+    );
+}
+
+/// Schedules for the daylight-saving nights: a nightly 02:30 job and an
+/// hourly one; sync and send only on New Year's Day.
+const DST_SCHEDULE: &str = "sync = \"0 0 1 1 *\"\nsend = \"0 0 1 1 *\"\n\
+    retry = \"0 * * * *\"\ncleanup = \"30 2 * * *\"";
+
+#[test]
+fn spring_forward_runs_the_skipped_time_once_after_the_gap() {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 1, DST_SCHEDULE, "");
+    env.set_env("TZ", "Europe/Berlin");
+    // 2026-03-29: 02:00 CET becomes 03:00 CEST (01:00 UTC). From 01:50 CET
+    // (00:50 UTC) to 03:20 CEST (01:20 UTC).
+    run_each_minute(&mut env, "2026-03-29T00:50:30Z", 31);
+    let runs = runs_by_job(&env);
+    assert_eq!(
+        runs.get("cleanup").cloned().unwrap_or_default(),
+        ["2026-03-29T01:00:30Z"],
+        "02:30 runs once, at 03:00 CEST"
+    );
+    // 02:00 does not exist; it and 03:00 are one run at 03:00 CEST.
+    assert_eq!(runs["retry"], ["2026-03-29T01:00:30Z"]);
+}
+
+#[test]
+fn fall_back_runs_the_repeated_hour_once() {
+    let receiver = Receiver::start();
+    let mut env = setup(&receiver, 1, DST_SCHEDULE, "");
+    env.set_env("TZ", "Europe/Berlin");
+    // 2026-10-25: 03:00 CEST becomes 02:00 CET (01:00 UTC): 02:00-02:59
+    // comes twice. From 01:50 CEST (23:50 UTC) to 03:10 CET (02:10 UTC).
+    run_each_minute(&mut env, "2026-10-24T23:50:30Z", 141);
+    let runs = runs_by_job(&env);
+    assert_eq!(
+        runs["cleanup"],
+        ["2026-10-25T00:30:30Z"],
+        "02:30 runs once, the first time"
+    );
+    // Each wall-clock hour once: 02:00 (the first one) and 03:00.
+    assert_eq!(
+        runs["retry"],
+        ["2026-10-25T00:00:30Z", "2026-10-25T02:00:30Z"]
+    );
+}
+
+/// Three items that became `retry` while the clock read 2099 (the target
+/// answered 503, or as `fail` says), then the target heals and the clock
+/// is set right, to 2026-11-29 10:00 UTC.
+fn failed_in_2099(receiver: &Receiver, schedule: &str, fail: Behavior) -> Env {
+    let mut env = setup(
+        receiver,
+        3,
+        schedule,
+        "retry_base_secs = 60\nretry_max_secs = 600",
+    );
+    receiver.set(fail);
+    env.set_env("FEEDSYNC_NOW", "2099-01-01T10:00:00Z");
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(
+        env.run(&["status", "--json"]).json()["feeds"][0]["retry"],
+        3
+    );
+    receiver.set(Behavior::Ok);
+    receiver.clear_requests();
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:00:00Z");
+    env
+}
+
+#[test]
+fn retry_items_failed_while_the_clock_was_fast_go_once_it_is_set_right() {
+    let receiver = Receiver::start();
+    let mut env = failed_in_2099(&receiver, "", Behavior::Status(503, "down".into()));
+    // Doctor sees them stranded, and says what to do.
+    let doctor = env.run(&["doctor"]);
+    doctor.assert_code(1);
+    assert!(
+        doctor
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("PROBLEM") && l.contains("3 retry items")),
+        "{}",
+        doctor.stdout
+    );
+    assert!(
+        doctor.stdout.contains("feedsync retry"),
+        "{}",
+        doctor.stdout
+    );
+    // `retry` counts their wait (at most retry_max_secs) from now...
+    env.run(&["retry"]).assert_code(0);
+    assert!(receiver.delivered_items().is_empty(), "not due yet");
+    let doctor = env.run(&["doctor"]);
+    doctor.assert_code(0);
+    // ...and sends them once it is over.
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+    assert_eq!(env.run(&["status", "--json"]).json()["feeds"][0]["sent"], 3);
+}
+
+#[test]
+fn run_delivers_retry_items_failed_while_the_clock_was_fast() {
+    let receiver = Receiver::start();
+    let schedule = "sync = \"* * * * *\"\nretry = \"*/5 * * * *\"";
+    let mut env = failed_in_2099(&receiver, schedule, Behavior::Status(503, "down".into()));
+    // A week of minutes would be 10,080 runs; every five minutes for an
+    // hour shows the same.
+    for m in (0..60).step_by(5) {
+        run_at(&mut env, &format!("2026-11-29T10:{m:02}:01Z")).assert_code(0);
+    }
+    assert_eq!(receiver.catalog("p").len(), 3);
+    let status = env.run(&["status", "--json"]).json();
+    assert_eq!(status["feeds"][0]["retry"], 0);
+}
+
+#[test]
+fn a_retry_after_is_still_honoured_when_the_clock_is_set_right() {
+    let receiver = Receiver::start();
+    let mut env = failed_in_2099(&receiver, "", Behavior::RetryAfter(503, "7200".into()));
+    env.run(&["retry"]).assert_code(0);
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.request_count(), 0, "the target asked for 2 h");
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T12:00:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+}
+
+#[test]
+fn retry_items_stranded_by_an_older_feedsync_go_after_the_upgrade() {
+    let receiver = Receiver::start();
+    let mut env = failed_in_2099(&receiver, "", Behavior::Status(503, "down".into()));
+    // Make it the state file an older feedsync (schema 1) left behind.
+    let db = env.db();
+    let columns: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('items')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    if columns.iter().any(|c| c == "failed_at") {
+        db.execute_batch("ALTER TABLE items DROP COLUMN failed_at; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    drop(db);
+    env.run(&["retry"]).assert_code(0);
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 3);
+}
