@@ -47,7 +47,9 @@ fn a_csv_with_cr_only_line_endings_reads_every_row() {
 fn a_cr_only_rewrite_of_synced_data_sends_nothing() {
     let receiver = Receiver::start();
     let env = csv_feed(&receiver);
-    let rows: Vec<String> = (0..100).map(|i| format!("S{i:03},Item {i},{i}.50")).collect();
+    let rows: Vec<String> = (0..100)
+        .map(|i| format!("S{i:03},Item {i},{i}.50"))
+        .collect();
     env.write("p.csv", &format!("sku,name,price\n{}\n", rows.join("\n")));
     env.run(&["sync"]).assert_code(0);
     assert_eq!(receiver.catalog("p").len(), 100);
@@ -99,7 +101,10 @@ fn a_row_of_the_wrong_width_names_its_line_and_the_header_width() {
 
     // Stray quotes on lines 2 and 3 must not glue rows together.
     let good = "sku,name,size,color,qty\nA1,5\" screen,1,red,2\nB2,7\" tablet,2,blue,3\n";
-    for (bad, width) in [("C3,x,1,red,2,extra\n", "6 fields"), ("C3,x,1\n", "3 fields")] {
+    for (bad, width) in [
+        ("C3,x,1,red,2,extra\n", "6 fields"),
+        ("C3,x,1\n", "3 fields"),
+    ] {
         env.write("p.csv", &format!("{good}{bad}Z9,z,1,red,1\n"));
         let run = env.run(&["sync"]);
         refused(
@@ -116,7 +121,10 @@ fn a_row_of_the_wrong_width_names_its_line_and_the_header_width() {
 // Limits: the record cap and the nesting limit.
 
 /// Runs feedsync and returns how it went with its peak resident memory in
-/// bytes, taken from the kernel's accounting of exactly that child.
+/// bytes, taken from the kernel's accounting of exactly that child (not
+/// `RUSAGE_CHILDREN`, which would mix in other tests' children).
+// The child is reaped by `wait4`, which std's lint cannot see.
+#[allow(clippy::zombie_processes)]
 fn run_measured(env: &Env, args: &[&str]) -> (Run, u64) {
     let mut child = env
         .command(args)
