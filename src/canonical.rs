@@ -674,4 +674,31 @@ mod tests {
             assert!(e.contains(want), "{doc}: {e}");
         }
     }
+
+    #[test]
+    fn nesting_is_limited_to_128_levels_of_objects_and_arrays() {
+        let rules = rules();
+        // `levels` containers, the record's object first, alternating
+        // arrays and objects, with a scalar or nothing innermost.
+        let doc = |levels: usize, inner: &str| {
+            let mut open = String::from("{\"sku\":\"A\",\"x\":");
+            let mut close = String::from("}");
+            for l in 1..levels {
+                if l % 2 == 1 {
+                    open.push('[');
+                    close.insert(0, ']');
+                } else {
+                    open.push_str("{\"k\":");
+                    close.insert(0, '}');
+                }
+            }
+            open.push_str(if levels % 2 == 0 { inner } else { "0" });
+            open + &close
+        };
+        for inner in ["", "1", "\"s\""] {
+            assert!(rules.from_json(doc(128, inner).as_bytes()).is_ok(), "{inner}");
+            let e = rules.from_json(doc(129, inner).as_bytes()).unwrap_err();
+            assert!(e.contains("nested deeper than 128 levels"), "{e}");
+        }
+    }
 }
