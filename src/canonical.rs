@@ -692,11 +692,14 @@ mod tests {
                     close.insert(0, '}');
                 }
             }
-            open.push_str(if levels % 2 == 0 { inner } else { "0" });
+            open.push_str(if levels.is_multiple_of(2) { inner } else { "0" });
             open + &close
         };
         for inner in ["", "1", "\"s\""] {
-            assert!(rules.from_json(doc(128, inner).as_bytes()).is_ok(), "{inner}");
+            assert!(
+                rules.from_json(doc(128, inner).as_bytes()).is_ok(),
+                "{inner}"
+            );
             let e = rules.from_json(doc(129, inner).as_bytes()).unwrap_err();
             assert!(e.contains("nested deeper than 128 levels"), "{e}");
         }
