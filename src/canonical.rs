@@ -17,8 +17,9 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::record::{Captures, Hash, Node, scheme};
 
-/// Deeper nesting than this is refused, as serde_json does, so a hostile
-/// record cannot exhaust the stack.
+/// Objects and arrays nested deeper than this are refused (guarantee 8),
+/// so a hostile record cannot exhaust the stack: the record's own object
+/// is the first level.
 const MAX_DEPTH: usize = 128;
 
 /// Hashes one JSON object record, picking up what `caps` asks for.
@@ -94,6 +95,10 @@ struct Pool {
     text: Vec<u8>,
 }
 
+/// The largest item list (and, in bytes, unescaping buffer) kept for reuse.
+const POOLED_ITEMS: usize = 1 << 12;
+const POOLED_TEXT: usize = 1 << 20;
+
 thread_local! {
     static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool::default());
 }
@@ -124,9 +129,10 @@ impl<'a> Scanner<'a, '_> {
         }
     }
 
+    /// A value inside `depth` objects and arrays.
     fn value(&mut self, node: Option<&Node>, depth: usize) -> Result<Hash, String> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("recursion limit exceeded"));
+        if depth >= MAX_DEPTH && matches!(self.peek(), Some(b'{' | b'[')) {
+            return Err(self.err(&format!("nested deeper than {MAX_DEPTH} levels")));
         }
         match self.peek() {
             None => Err(self.eof("a value")),
@@ -253,7 +259,9 @@ impl<'a> Scanner<'a, '_> {
         out.clear();
         out.extend_from_slice(plain);
         let result = self.escaped(&mut out).map(|()| Cow::Owned(out.clone()));
-        self.pool.text = out;
+        if out.capacity() <= POOLED_TEXT {
+            self.pool.text = out;
+        }
         result
     }
 
@@ -347,15 +355,24 @@ impl<'a> Scanner<'a, '_> {
     fn array(&mut self, node: Option<&Node>, depth: usize) -> Result<Hash, String> {
         self.i += 1;
         self.caps.take(node, || Value::Array(Vec::new()));
+        if !node.is_some_and(|n| n.sort) {
+            let mut h = scheme::Array::new();
+            self.elements(depth, |item| h.push(item))?;
+            return Ok(h.finish());
+        }
+        // A sorted array is hashed once all its items are known.
         let mut items = self.pool.items.pop().unwrap_or_default();
         items.clear();
-        let result = self.elements(&mut items, depth);
-        let h = result.map(|()| scheme::array(&mut items, node.is_some_and(|n| n.sort)));
-        self.pool.items.push(items);
+        let result = self.elements(depth, |item| items.push(item));
+        let h = result.map(|()| scheme::array(&mut items, true));
+        // A huge array's list is not kept for the rest of the run.
+        if items.capacity() <= POOLED_ITEMS {
+            self.pool.items.push(items);
+        }
         h
     }
 
-    fn elements(&mut self, items: &mut Vec<Hash>, depth: usize) -> Result<(), String> {
+    fn elements(&mut self, depth: usize, mut item: impl FnMut(Hash)) -> Result<(), String> {
         self.ws();
         if self.peek() == Some(b']') {
             self.i += 1;
@@ -363,7 +380,7 @@ impl<'a> Scanner<'a, '_> {
         }
         loop {
             self.ws();
-            items.push(self.value(None, depth + 1)?);
+            item(self.value(None, depth + 1)?);
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -655,6 +672,36 @@ mod tests {
         ] {
             let e = rules.from_json(doc.as_bytes()).unwrap_err();
             assert!(e.contains(want), "{doc}: {e}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_limited_to_128_levels_of_objects_and_arrays() {
+        let rules = rules();
+        // `levels` containers, the record's object first, alternating
+        // arrays and objects, with a scalar or nothing innermost.
+        let doc = |levels: usize, inner: &str| {
+            let mut open = String::from("{\"sku\":\"A\",\"x\":");
+            let mut close = String::from("}");
+            for l in 1..levels {
+                if l % 2 == 1 {
+                    open.push('[');
+                    close.insert(0, ']');
+                } else {
+                    open.push_str("{\"k\":");
+                    close.insert(0, '}');
+                }
+            }
+            open.push_str(if levels.is_multiple_of(2) { inner } else { "0" });
+            open + &close
+        };
+        for inner in ["", "1", "\"s\""] {
+            assert!(
+                rules.from_json(doc(128, inner).as_bytes()).is_ok(),
+                "{inner}"
+            );
+            let e = rules.from_json(doc(129, inner).as_bytes()).unwrap_err();
+            assert!(e.contains("nested deeper than 128 levels"), "{e}");
         }
     }
 }

@@ -148,7 +148,7 @@ fn check_source(f: &mut Findings, feed: &Feed, config: &Config, agent: &ureq::Ag
         let Opened::Stream(s) = opened else {
             return Ok(true); // 304: unchanged, so it was readable before
         };
-        let first = Splitter::new(s.reader, s.format)
+        let first = Splitter::new(s.reader, s.format, config.max_record_bytes)
             .and_then(|mut records| records.next_record().map(|r| r.is_some()))
             .map_err(|e| Error::source(format!("{what}: {e}")));
         let ended = s.end.finish(false);

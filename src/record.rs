@@ -232,11 +232,30 @@ pub(crate) mod scheme {
         if sort {
             items.sort_unstable();
         }
-        let mut h = Xxh3::with_seed(ARRAY);
-        for item in items.iter() {
-            h.update(&item.to_le_bytes());
+        let mut h = Array::new();
+        for &item in items.iter() {
+            h.push(item);
         }
-        h.digest128()
+        h.finish()
+    }
+
+    /// An array hashed item by item, as its items come: an unsorted array
+    /// needs no list of its items' hashes, which for an array of small
+    /// numbers would take eight times the record's size.
+    pub struct Array(Xxh3);
+
+    impl Array {
+        pub fn new() -> Array {
+            Array(Xxh3::with_seed(ARRAY))
+        }
+
+        pub fn push(&mut self, item: Hash) {
+            self.0.update(&item.to_le_bytes());
+        }
+
+        pub fn finish(self) -> Hash {
+            self.0.digest128()
+        }
     }
 
     /// One object member: the key's hash seeds the hash of the value's,

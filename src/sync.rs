@@ -427,7 +427,7 @@ impl<'a> Jobs<'a> {
                 // Legacy feeds deliver in a later job, which reads no source.
                 store_data: feed.keep_data || feed.mode == Mode::Legacy,
             };
-            let collected = Splitter::new(reader, source.format)
+            let collected = Splitter::new(reader, source.format, self.config.max_record_bytes)
                 .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))
                 .and_then(|records| {
                     diff::collect(&tx, feed, feed_id, stored_seed, records, &opts, spool)
