@@ -142,6 +142,7 @@ fn check_source(f: &mut Findings, feed: &Feed, config: &Config, agent: &ureq::Ag
         agent,
         validators: None,
         workdir: config.dir(),
+        timeout: config.source_timeout,
     };
     let read = Source::open(feed, &cx).and_then(|opened| {
         let Opened::Stream(s) = opened else {
