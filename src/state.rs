@@ -1002,7 +1002,7 @@ impl State {
             .to_string_lossy()
             .into_owned();
         let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+        remove_stale_temps(dest, &name);
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -1069,7 +1069,49 @@ impl State {
             e => e,
         })
     }
+}
 
+/// Removes what killed backups to `dest` left: the temp copy `.NAME.tmp-PID`
+/// (as big as the state file) and SQLite's `-journal`/`-wal`/`-shm` beside
+/// it, for every PID that is gone — or is this process, whose name the
+/// copy is about to take (a hot journal left under it would be rolled
+/// into the new copy). A backup still running keeps its files.
+fn remove_stale_temps(dest: &Path, name: &str) {
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = ["-journal", "-wal", "-shm"]
+            .iter()
+            .find_map(|ext| rest.strip_suffix(ext))
+            .unwrap_or(rest);
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || !alive(pid) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                log::warn!(
+                    "cannot remove {}, left by a killed backup: {e}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+}
+
+impl State {
     /// Puts every delivered tombstone back in the queue: after a restore,
     /// an item deleted, re-created and deleted again since the backup may
     /// be at the target while this file says its deletion was delivered.
