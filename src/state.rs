@@ -1100,13 +1100,13 @@ fn remove_stale_temps(dest: &Path, name: &str) {
         let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };
-        if pid == std::process::id() || !alive(pid) {
-            if let Err(e) = std::fs::remove_file(entry.path()) {
-                log::warn!(
-                    "cannot remove {}, left by a killed backup: {e}",
-                    entry.path().display()
-                );
-            }
+        if (pid == std::process::id() || !alive(pid))
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            log::warn!(
+                "cannot remove {}, left by a killed backup: {e}",
+                entry.path().display()
+            );
         }
     }
 }
