@@ -292,7 +292,10 @@ fn check_state(f: &mut Findings, config: &Config) {
     let restore = format!(
         "restore the latest backup over {shown} (README: backup and restore), or move it away to start over (everything is sent again)"
     );
-    let state = match State::open_existing(path) {
+    // On a connection of its own, closed before the look below, which
+    // may hold the file while it reads (see `State::open_read_only`).
+    let writable = State::check_writable(path);
+    let state = match State::open_read_only(path) {
         Ok(s) => s,
         Err(e) => {
             f.problem(format!("{e}"), restore);
@@ -315,7 +318,7 @@ fn check_state(f: &mut Findings, config: &Config) {
             return;
         }
     }
-    match state.check_writable() {
+    match writable {
         Ok(()) => {}
         // A run in its write transaction (a long collect) holds SQLite's
         // write lock: busy is not broken.
@@ -323,10 +326,16 @@ fn check_state(f: &mut Findings, config: &Config) {
             format!("state file {shown} is busy with a run's write; writability not checked"),
             None,
         ),
-        Err(e) => f.problem(
-            format!("state file {shown} cannot be written: {e}"),
-            format!("give the user running feedsync write access to {shown} and its folder"),
-        ),
+        Err(e) => match state::full_disk(path) {
+            Some(why) => f.problem(
+                format!("state file {shown} cannot be written: {e}: {why}"),
+                "free space there: runs exit 5 until they can write the state file and its -wal and -shm beside it",
+            ),
+            None => f.problem(
+                format!("state file {shown} cannot be written: {e}"),
+                format!("give the user running feedsync write access to {shown} and its folder"),
+            ),
+        },
     }
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0

@@ -63,31 +63,86 @@ impl State {
                 })
                 .map_err(|e| fail(&e))?;
         }
-        let conn = Connection::open(path).map_err(|e| fail(&e))?;
-        let mut state = State {
+        let opened = Connection::open(path)
+            .map_err(|e| fail(&e))
+            .and_then(|conn| {
+                let mut state = State {
+                    conn,
+                    path: path.to_path_buf(),
+                };
+                state.setup().map_err(|e| match e {
+                    Error::State(m) if m.starts_with("state file:") => fail(&m[12..].trim_start()),
+                    e => e,
+                })?;
+                Ok(state)
+            });
+        opened.map_err(|e| match (e, full_disk(path)) {
+            (Error::State(m), Some(why)) => Error::State(format!("{m}: {why}")),
+            (e, _) => e,
+        })
+    }
+
+    /// For the commands that only look (`status`, `items`, `runs`,
+    /// `report`, `doctor`): the state file opened to read only (nothing is
+    /// created, migrated or written), or an empty in-memory state when
+    /// there is none.
+    ///
+    /// Looking must work on a full disk too, where the usual way in fails:
+    /// every connection to a WAL database maps its WAL index (`-shm`), and
+    /// the first to open it (any command, when no run is active) grows it
+    /// to 32 KB by writing, which a full disk refuses ("disk I/O error").
+    /// So when that way fails on I/O, the file is read with the index in
+    /// this process's memory instead (SQLite's exclusive locking mode),
+    /// which needs no disk space. That keeps runs out for the moment of the
+    /// read (they wait on the busy timeout), so it is not the usual way.
+    pub fn open_read_only(path: &Path) -> Result<State> {
+        let fail = |what: &dyn std::fmt::Display| {
+            Error::State(format!("state file {}: {what}", path.display()))
+        };
+        if !path.exists() {
+            return State::empty(path);
+        }
+        if path.is_dir() {
+            return Err(fail(&"is a folder, not a file"));
+        }
+        let conn = match reader(path, false) {
+            Ok(conn) => conn,
+            Err(e) if io_failure(&e) => reader(path, true).map_err(|_| fail(&e))?,
+            Err(e) if corrupt(&e) => return Err(fail(&format!("is corrupt: {e}"))),
+            Err(e) => return Err(fail(&e)),
+        };
+        let state = State {
             conn,
             path: path.to_path_buf(),
         };
-        state.setup().map_err(|e| match e {
-            Error::State(m) if m.starts_with("state file:") => fail(&m[12..].trim_start()),
-            e => e,
-        })?;
+        if state.user_version()? == 0 {
+            // Created but never set up (a first run killed at once).
+            return State::empty(path);
+        }
         Ok(state)
     }
 
-    /// For read-only commands: the state file if there is one, else an
-    /// empty in-memory state, so looking never creates files.
-    pub fn open_or_empty(path: &Path) -> Result<State> {
-        if path.exists() {
-            return State::open(path);
-        }
-        let conn = Connection::open_in_memory()?;
+    /// An empty state in memory, standing for `path` until a run creates it.
+    fn empty(path: &Path) -> Result<State> {
         let mut state = State {
-            conn,
+            conn: Connection::open_in_memory()?,
             path: path.to_path_buf(),
         };
         state.setup()?;
         Ok(state)
+    }
+
+    /// Fails when the file was written by a newer feedsync, whose schema
+    /// this one cannot read.
+    pub fn check_schema(&self) -> Result<()> {
+        let (version, known) = (self.user_version()?, schema_version());
+        if version > known {
+            return Err(Error::State(format!(
+                "state file {}: written by a newer feedsync (schema version {version}, this one knows {known})",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     fn setup(&mut self) -> Result<()> {
@@ -829,6 +884,72 @@ pub fn clip(s: &str) -> &str {
     &s[..end]
 }
 
+/// A connection that only reads (`query_only`): sharing the WAL index on
+/// disk, or (`private`) holding the file with the index in memory.
+///
+/// The descriptor is read-write all the same: a read-only one could not
+/// take the exclusive lock, nor remove at close the `-wal` and `-shm` that
+/// opening created, which would then stay beside the state file after
+/// every `status`.
+fn reader(path: &Path, private: bool) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if private {
+        conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE")?;
+    }
+    conn.execute_batch("PRAGMA query_only = ON")?;
+    rusqlite::vtab::array::load_module(&conn)?;
+    // The WAL index is set up by the first read, not by the open.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+    Ok(conn)
+}
+
+/// Whether SQLite failed on the file system (I/O, a full disk, a file it
+/// could not create) rather than on the database.
+fn io_failure(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen)
+    )
+}
+
+fn corrupt(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// "the filesystem holding … is full (N KB free)" when the folder of
+/// `path` has less than 1 MiB left: the reason behind SQLite's bare
+/// "disk I/O error" on a full disk.
+pub fn full_disk(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut fs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(c.as_ptr(), fs.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let fs = unsafe { fs.assume_init() };
+    let free = fs.f_bavail as u64 * fs.f_frsize as u64;
+    (free < 1 << 20).then(|| {
+        format!(
+            "the filesystem holding {} is full ({} KB free)",
+            dir.display(),
+            free / 1024
+        )
+    })
+}
+
 /// The run lock: an advisory lock on `<state>.lock`, held for the whole run.
 /// The kernel drops it when the process dies, so a killed run frees it.
 /// The holder writes its pid and start time into the file, so that
@@ -965,14 +1086,19 @@ impl State {
         Ok(found.into_iter().filter(|l| l != "ok").collect())
     }
 
-    /// Whether this process could write the file: takes SQLite's write lock
-    /// and lets it go at once, changing nothing.
-    pub fn check_writable(&self) -> Result<()> {
-        // A run may hold the write lock for a whole collect: do not wait long.
-        self.conn.busy_timeout(std::time::Duration::from_secs(2))?;
-        let tried = self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
-        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(tried?)
+    /// Whether this process could write the file at `path`: takes SQLite's
+    /// write lock on a connection of its own and lets it go at once,
+    /// changing nothing. (Its own, because the state a look opened is
+    /// read-only.)
+    pub fn check_writable(path: &Path) -> Result<()> {
+        let tried = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .and_then(|conn| {
+                // A run may hold the write lock for a whole collect: do not
+                // wait long.
+                conn.busy_timeout(std::time::Duration::from_secs(2))?;
+                conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            });
+        tried.map_err(|e| Error::State(e.to_string()))
     }
 
     /// The newest run that has not finished: (job, started_at).
