@@ -940,6 +940,8 @@ pub fn full_disk(path: &Path) -> Option<String> {
         return None;
     }
     let fs = unsafe { fs.assume_init() };
+    // The field types differ between platforms.
+    #[allow(clippy::unnecessary_cast)]
     let free = fs.f_bavail as u64 * fs.f_frsize as u64;
     (free < 1 << 20).then(|| {
         format!(
