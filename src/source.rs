@@ -582,4 +582,23 @@ mod tests {
         );
         assert_eq!(format_from_content_type("text/html"), None);
     }
+
+    #[test]
+    fn a_deadline_fails_the_stream_once_passed_and_a_dropped_watchdog_never_fires() {
+        let deadline = Deadline::after(Duration::from_secs(3600));
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        drop(deadline.watch(move || flag.store(true, Ordering::SeqCst)));
+        assert!(!fired.load(Ordering::SeqCst));
+        let mut r = deadline.reader(&b"abc"[..]);
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, b"abc");
+
+        let deadline = Deadline::after(Duration::ZERO);
+        let _armed = deadline.watch(|| {});
+        let e = deadline.reader(&b"abc"[..]).read(&mut [0; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("`source_timeout_secs` (0 s)"), "{e}");
+    }
 }
