@@ -481,8 +481,16 @@ fn print_job(report: &JobReport, json: bool, dry_run: bool, out: Output) -> anyh
     Ok(())
 }
 
+/// The state for a command that only looks: read-only, and readable on a
+/// full disk (see `State::open_read_only`).
+fn look(config: &Config) -> anyhow::Result<State> {
+    let state = State::open_read_only(&config.state)?;
+    state.check_schema()?;
+    Ok(state)
+}
+
 fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
-    let state = State::open_or_empty(&config.state)?;
+    let state = look(config)?;
     let s = report::status(config, &state, args.feed.as_deref())?;
     show(args.json, &s, || report::status_text(&s))
 }
@@ -503,7 +511,7 @@ fn show(
 
 fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<u8> {
     config.select_feeds(std::slice::from_ref(&args.feed))?;
-    let state = State::open_or_empty(&config.state)?;
+    let state = look(config)?;
     let filter = ItemFilter {
         status: args.status.clone(),
         id: args.id.clone(),
@@ -517,7 +525,7 @@ fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<u8> {
 }
 
 fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<u8> {
-    let state = State::open_or_empty(&config.state)?;
+    let state = look(config)?;
     let runs = state.runs(args.limit)?;
     show(args.json, &report::runs_json(&runs), || {
         report::runs_text(&runs)
@@ -526,7 +534,7 @@ fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<u8> {
 
 /// `report --out`: reads the state without the run lock, like `status`.
 fn report_page(config: &Config, out: &Path) -> anyhow::Result<u8> {
-    let state = State::open_or_empty(&config.state)?;
+    let state = look(config)?;
     crate::html::write(config, &state, out, clock::now_secs())?;
     Ok(exit::OK)
 }

@@ -143,6 +143,7 @@ fn check_source(f: &mut Findings, feed: &Feed, config: &Config, agent: &ureq::Ag
         agent,
         validators: None,
         workdir: config.dir(),
+        timeout: config.source_timeout,
     };
     let read = Source::open(feed, &cx).and_then(|opened| {
         let Opened::Stream(s) = opened else {
@@ -292,7 +293,10 @@ fn check_state(f: &mut Findings, config: &Config) {
     let restore = format!(
         "restore the latest backup over {shown} (README: backup and restore), or move it away to start over (everything is sent again)"
     );
-    let state = match State::open_existing(path) {
+    // On a connection of its own, closed before the look below, which
+    // may hold the file while it reads (see `State::open_read_only`).
+    let writable = State::check_writable(path);
+    let state = match State::open_read_only(path) {
         Ok(s) => s,
         Err(e) => {
             f.problem(format!("{e}"), restore);
@@ -315,7 +319,7 @@ fn check_state(f: &mut Findings, config: &Config) {
             return;
         }
     }
-    match state.check_writable() {
+    match writable {
         Ok(()) => {}
         // A run in its write transaction (a long collect) holds SQLite's
         // write lock: busy is not broken.
@@ -323,10 +327,16 @@ fn check_state(f: &mut Findings, config: &Config) {
             format!("state file {shown} is busy with a run's write; writability not checked"),
             None,
         ),
-        Err(e) => f.problem(
-            format!("state file {shown} cannot be written: {e}"),
-            format!("give the user running feedsync write access to {shown} and its folder"),
-        ),
+        Err(e) => match state::full_disk(path) {
+            Some(why) => f.problem(
+                format!("state file {shown} cannot be written: {e}: {why}"),
+                "free space there: runs exit 5 until they can write the state file and its -wal and -shm beside it",
+            ),
+            None => f.problem(
+                format!("state file {shown} cannot be written: {e}"),
+                format!("give the user running feedsync write access to {shown} and its folder"),
+            ),
+        },
     }
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
@@ -418,40 +428,55 @@ fn check_cron(f: &mut Findings, config: &Config, state: &State) {
     }
 }
 
-/// The run lock: free, held by a run in progress, or held for too long.
+/// The run lock: free, held by a run in progress, or held longer than any
+/// source may take (`source_timeout_secs`): a stuck run, which makes every
+/// cron minute exit 75 silently.
 fn check_lock(f: &mut Findings, config: &Config, state: Option<&State>) {
-    let mut lock = config.state.as_os_str().to_owned();
-    lock.push(".lock");
-    let lock = PathBuf::from(lock);
+    let lock = {
+        let mut name = config.state.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    };
     // No lock file: nobody holds it, and doctor creates none.
     if !lock.exists() {
         f.ok("run lock free");
         return;
     }
     let shown = lock.display();
-    match state::lock(&config.state) {
-        Ok(held) => {
-            drop(held);
-            f.ok("run lock free");
-        }
+    match state::probe_lock(&config.state) {
+        Ok(()) => f.ok("run lock free"),
         Err(Error::Locked(_)) => {
-            let running = state.and_then(|s| s.unfinished_run().ok().flatten());
-            let limit = stale_after(config);
-            let fix = format!(
-                "if no feedsync should be running, `fuser -v {shown}` shows who holds it; stop that process (a killed run frees the lock)"
-            );
-            match running {
-                Some((job, started)) if clock::now_secs() - started <= limit => f.note(
+            let holder = state::lock_holder(&config.state);
+            let run = state.and_then(|s| s.unfinished_run().ok().flatten());
+            let started = holder.map(|h| h.since).or(run.as_ref().map(|r| r.1));
+            let job = run.map_or_else(|| "a run".to_string(), |(job, _)| format!("a `{job}` run"));
+            let (who, fix) = match holder {
+                Some(h) => (
+                    format!("{job} (pid {})", h.pid),
                     format!(
-                        "a `{job}` run is in progress (started {} ago)",
-                        ago((clock::now_secs() - started).max(0))
+                        "`ps -p {pid} -o pid,etime,args` shows it; unless it is still delivering a large backlog, stop it with `kill {pid}` (a killed run frees the lock)",
+                        pid = h.pid
                     ),
+                ),
+                None => (
+                    job,
+                    format!(
+                        "if no feedsync should be running, `fuser -v {shown}` shows who holds it; stop that process (a killed run frees the lock)"
+                    ),
+                ),
+            };
+            let limit = config.source_timeout.as_secs() as i64;
+            let now = clock::now_secs();
+            match started {
+                Some(since) if now - since <= limit => f.note(
+                    format!("{who} is in progress (started {} ago)", ago((now - since).max(0))),
                     None,
                 ),
-                Some((job, started)) => f.problem(
+                Some(since) => f.problem(
                     format!(
-                        "the run lock {shown} is held by a `{job}` run started {} ago",
-                        ago(clock::now_secs() - started)
+                        "the run lock {shown} is held by {who} since {} ({} ago), longer than any source may take (`source_timeout_secs` = {limit} s): the run is stuck, and every `feedsync run` meanwhile exits 75",
+                        clock::rfc3339(since),
+                        ago(now - since)
                     ),
                     fix,
                 ),

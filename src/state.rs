@@ -70,31 +70,86 @@ impl State {
                 })
                 .map_err(|e| fail(&e))?;
         }
-        let conn = Connection::open(path).map_err(|e| fail(&e))?;
-        let mut state = State {
+        let opened = Connection::open(path)
+            .map_err(|e| fail(&e))
+            .and_then(|conn| {
+                let mut state = State {
+                    conn,
+                    path: path.to_path_buf(),
+                };
+                state.setup().map_err(|e| match e {
+                    Error::State(m) if m.starts_with("state file:") => fail(&m[12..].trim_start()),
+                    e => e,
+                })?;
+                Ok(state)
+            });
+        opened.map_err(|e| match (e, full_disk(path)) {
+            (Error::State(m), Some(why)) => Error::State(format!("{m}: {why}")),
+            (e, _) => e,
+        })
+    }
+
+    /// For the commands that only look (`status`, `items`, `runs`,
+    /// `report`, `doctor`): the state file opened to read only (nothing is
+    /// created, migrated or written), or an empty in-memory state when
+    /// there is none.
+    ///
+    /// Looking must work on a full disk too, where the usual way in fails:
+    /// every connection to a WAL database maps its WAL index (`-shm`), and
+    /// the first to open it (any command, when no run is active) grows it
+    /// to 32 KB by writing, which a full disk refuses ("disk I/O error").
+    /// So when that way fails on I/O, the file is read with the index in
+    /// this process's memory instead (SQLite's exclusive locking mode),
+    /// which needs no disk space. That keeps runs out for the moment of the
+    /// read (they wait on the busy timeout), so it is not the usual way.
+    pub fn open_read_only(path: &Path) -> Result<State> {
+        let fail = |what: &dyn std::fmt::Display| {
+            Error::State(format!("state file {}: {what}", path.display()))
+        };
+        if !path.exists() {
+            return State::empty(path);
+        }
+        if path.is_dir() {
+            return Err(fail(&"is a folder, not a file"));
+        }
+        let conn = match reader(path, false) {
+            Ok(conn) => conn,
+            Err(e) if io_failure(&e) => reader(path, true).map_err(|_| fail(&e))?,
+            Err(e) if corrupt(&e) => return Err(fail(&format!("is corrupt: {e}"))),
+            Err(e) => return Err(fail(&e)),
+        };
+        let state = State {
             conn,
             path: path.to_path_buf(),
         };
-        state.setup().map_err(|e| match e {
-            Error::State(m) if m.starts_with("state file:") => fail(&m[12..].trim_start()),
-            e => e,
-        })?;
+        if state.user_version()? == 0 {
+            // Created but never set up (a first run killed at once).
+            return State::empty(path);
+        }
         Ok(state)
     }
 
-    /// For read-only commands: the state file if there is one, else an
-    /// empty in-memory state, so looking never creates files.
-    pub fn open_or_empty(path: &Path) -> Result<State> {
-        if path.exists() {
-            return State::open(path);
-        }
-        let conn = Connection::open_in_memory()?;
+    /// An empty state in memory, standing for `path` until a run creates it.
+    fn empty(path: &Path) -> Result<State> {
         let mut state = State {
-            conn,
+            conn: Connection::open_in_memory()?,
             path: path.to_path_buf(),
         };
         state.setup()?;
         Ok(state)
+    }
+
+    /// Fails when the file was written by a newer feedsync, whose schema
+    /// this one cannot read.
+    pub fn check_schema(&self) -> Result<()> {
+        let (version, known) = (self.user_version()?, schema_version());
+        if version > known {
+            return Err(Error::State(format!(
+                "state file {}: written by a newer feedsync (schema version {version}, this one knows {known})",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     fn setup(&mut self) -> Result<()> {
@@ -897,16 +952,98 @@ pub fn clip(s: &str) -> &str {
     &s[..end]
 }
 
+/// A connection that only reads (`query_only`): sharing the WAL index on
+/// disk, or (`private`) holding the file with the index in memory.
+///
+/// The descriptor is read-write all the same: a read-only one could not
+/// take the exclusive lock, nor remove at close the `-wal` and `-shm` that
+/// opening created, which would then stay beside the state file after
+/// every `status`.
+fn reader(path: &Path, private: bool) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if private {
+        conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE")?;
+    }
+    conn.execute_batch("PRAGMA query_only = ON")?;
+    rusqlite::vtab::array::load_module(&conn)?;
+    // The WAL index is set up by the first read, not by the open.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+    Ok(conn)
+}
+
+/// Whether SQLite failed on the file system (I/O, a full disk, a file it
+/// could not create) rather than on the database.
+fn io_failure(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen)
+    )
+}
+
+fn corrupt(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// "the filesystem holding … is full (N KB free)" when the folder of
+/// `path` has less than 1 MiB left: the reason behind SQLite's bare
+/// "disk I/O error" on a full disk.
+pub fn full_disk(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut fs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(c.as_ptr(), fs.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let fs = unsafe { fs.assume_init() };
+    // The field types differ between platforms.
+    #[allow(clippy::unnecessary_cast)]
+    let free = fs.f_bavail as u64 * fs.f_frsize as u64;
+    (free < 1 << 20).then(|| {
+        format!(
+            "the filesystem holding {} is full ({} KB free)",
+            dir.display(),
+            free / 1024
+        )
+    })
+}
+
 /// The run lock: an advisory lock on `<state>.lock`, held for the whole run.
 /// The kernel drops it when the process dies, so a killed run frees it.
+/// The holder writes its pid and start time into the file, so that
+/// `doctor` can name a run that holds it too long.
 pub struct RunLock {
     _file: File,
 }
 
-pub fn lock(state: &Path) -> Result<RunLock> {
+/// Who holds the run lock, as the holder wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// When it took the lock (unix seconds, by `clock`).
+    pub since: i64,
+}
+
+fn lock_path(state: &Path) -> PathBuf {
     let mut name = state.as_os_str().to_owned();
     name.push(".lock");
-    let path = PathBuf::from(name);
+    PathBuf::from(name)
+}
+
+fn try_lock(state: &Path) -> Result<File> {
+    let path = lock_path(state);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -919,12 +1056,52 @@ pub fn lock(state: &Path) -> Result<RunLock> {
         .open(&path)
         .map_err(|e| Error::State(format!("lock file {}: {e}", path.display())))?;
     match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: file }),
+        Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Locked(path.display().to_string())),
         Err(TryLockError::Error(e)) => {
             Err(Error::State(format!("lock file {}: {e}", path.display())))
         }
     }
+}
+
+/// Takes the run lock, or fails with [`Error::Locked`] at once.
+pub fn lock(state: &Path) -> Result<RunLock> {
+    use std::os::unix::fs::FileExt;
+    let file = try_lock(state)?;
+    // Only a hint for doctor: a full disk must not stop the run here.
+    let record = format!("{} {}\n", std::process::id(), crate::clock::now_secs());
+    let _ = file
+        .set_len(0)
+        .and_then(|_| file.write_all_at(record.as_bytes(), 0));
+    Ok(RunLock { _file: file })
+}
+
+/// Whether the run lock is free, taking and releasing it (and writing
+/// nothing) when it is.
+pub fn probe_lock(state: &Path) -> Result<()> {
+    try_lock(state).map(drop)
+}
+
+/// The holder the lock file names, if that process is alive. (Only
+/// meaningful while the lock is held: a finished run's record stays
+/// behind, and a holder that could not write its own leaves the last.)
+pub fn lock_holder(state: &Path) -> Option<Holder> {
+    let text = std::fs::read_to_string(lock_path(state)).ok()?;
+    let mut words = text.split_whitespace();
+    let pid = words.next()?.parse().ok()?;
+    let since = words.next()?.parse().ok()?;
+    alive(pid).then_some(Holder { pid, since })
+}
+
+/// Whether a process with this pid exists (one of another user counts).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // Signal 0 checks without sending anything.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 // ---------------------------------------------------------------------------
@@ -979,14 +1156,19 @@ impl State {
         Ok(found.into_iter().filter(|l| l != "ok").collect())
     }
 
-    /// Whether this process could write the file: takes SQLite's write lock
-    /// and lets it go at once, changing nothing.
-    pub fn check_writable(&self) -> Result<()> {
-        // A run may hold the write lock for a whole collect: do not wait long.
-        self.conn.busy_timeout(std::time::Duration::from_secs(2))?;
-        let tried = self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
-        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(tried?)
+    /// Whether this process could write the file at `path`: takes SQLite's
+    /// write lock on a connection of its own and lets it go at once,
+    /// changing nothing. (Its own, because the state a look opened is
+    /// read-only.)
+    pub fn check_writable(path: &Path) -> Result<()> {
+        let tried = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .and_then(|conn| {
+                // A run may hold the write lock for a whole collect: do not
+                // wait long.
+                conn.busy_timeout(std::time::Duration::from_secs(2))?;
+                conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            });
+        tried.map_err(|e| Error::State(e.to_string()))
     }
 
     /// The newest run that has not finished: (job, started_at).
@@ -1016,7 +1198,7 @@ impl State {
             .to_string_lossy()
             .into_owned();
         let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+        remove_stale_temps(dest, &name);
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -1083,7 +1265,49 @@ impl State {
             e => e,
         })
     }
+}
 
+/// Removes what killed backups to `dest` left: the temp copy `.NAME.tmp-PID`
+/// (as big as the state file) and SQLite's `-journal`/`-wal`/`-shm` beside
+/// it, for every PID that is gone — or is this process, whose name the
+/// copy is about to take (a hot journal left under it would be rolled
+/// into the new copy). A backup still running keeps its files.
+fn remove_stale_temps(dest: &Path, name: &str) {
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = ["-journal", "-wal", "-shm"]
+            .iter()
+            .find_map(|ext| rest.strip_suffix(ext))
+            .unwrap_or(rest);
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if (pid == std::process::id() || !alive(pid))
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            log::warn!(
+                "cannot remove {}, left by a killed backup: {e}",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+impl State {
     /// Puts every delivered tombstone back in the queue: after a restore,
     /// an item deleted, re-created and deleted again since the backup may
     /// be at the target while this file says its deletion was delivered.

@@ -392,6 +392,7 @@ impl<'a> Jobs<'a> {
                 // A full sync re-reads the source whatever its validators say.
                 validators: info.filter(|_| !plan.full).map(|i| i.validators),
                 workdir: self.config.dir(),
+                timeout: self.config.source_timeout,
             };
             match Source::open(feed, &cx)? {
                 Opened::Unchanged => {

@@ -174,3 +174,61 @@ fn after_a_restore_a_feed_that_cannot_be_read_does_not_make_the_others_resend_ag
     env.run(&["sync"]).assert_code(0);
     assert_eq!(receiver.request_count(), 0);
 }
+
+/// The names in `dir` that start with `prefix`, sorted.
+fn names_with(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_killed_backup_leaves_nothing_behind_once_the_next_one_ran() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, &rows(&[("A", 1), ("B", 2)]));
+    env.run(&["sync"]).assert_code(0);
+    // A connection that keeps the state file to itself: the backup waits
+    // for it, with its copy begun, until it is killed.
+    let hold = env.db();
+    hold.execute_batch(
+        "PRAGMA locking_mode = EXCLUSIVE;
+         BEGIN IMMEDIATE; INSERT INTO meta (name, value) VALUES ('held', '1'); COMMIT;",
+    )
+    .unwrap();
+    let mut child = env.command(&["backup", "copy.sqlite"]).spawn().unwrap();
+    let tmp = format!(".copy.sqlite.tmp-{}", child.id());
+    wait_for("the backup's temp file", Duration::from_secs(20), || {
+        env.path(&tmp).exists()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(env.path(&tmp).exists(), "the kill came too late");
+    // What SQLite may leave beside a killed copy.
+    for ext in ["-journal", "-wal", "-shm"] {
+        env.write(&format!("{tmp}{ext}"), "left by the killed backup");
+    }
+    // A backup still running (this test stands in for it) keeps its files.
+    let live = format!(".copy.sqlite.tmp-{}", std::process::id());
+    env.write(&live, "");
+    env.write(&format!("{live}-journal"), "");
+    drop(hold);
+
+    env.run(&["backup", "copy.sqlite"]).assert_code(0);
+    assert_eq!(
+        names_with(env.dir.path(), ".copy.sqlite.tmp-"),
+        [live.clone(), format!("{live}-journal")],
+    );
+    let copy = rusqlite::Connection::open(env.path("copy.sqlite")).unwrap();
+    let check: String = copy
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let items: i64 = copy
+        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(items, 2);
+}

@@ -231,3 +231,68 @@ fn a_missing_secret_is_still_a_config_error() {
     run.assert_code(2);
     assert!(run.stderr.contains("SHOP_TOKEN"), "{}", run.stderr);
 }
+
+#[test]
+fn a_lock_held_past_source_timeout_names_the_run_that_holds_it() {
+    let receiver = Receiver::start();
+    let env = healthy(&receiver);
+    // The command hangs while `stuck` exists, as an export waiting on a
+    // dead database would; doctor's own read of it must not.
+    env.config(&format!(
+        "source_timeout_secs = 60\n[target]\nurl = \"{}\"\ntoken_env = \"SHOP_TOKEN\"\n\n\
+         [[feeds]]\nname = \"p\"\nkey = [\"sku\"]\nformat = \"ndjson\"\n\
+         command = \"if [ -e stuck ]; then echo $$ > cmd.pid; exec sleep 60; else cat p.ndjson; fi\"\n",
+        receiver.url("/{feed}")
+    ));
+    env.write("stuck", "");
+    // The run starts at 10:03 by its clock.
+    let mut run = env.command(&["sync"]).spawn().unwrap();
+    struct Stop(Option<std::process::Child>, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(&self.1) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid.trim()])
+                    .status();
+            }
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let pid = run.id();
+    wait_for(
+        "the stuck command",
+        std::time::Duration::from_secs(20),
+        || env.path("cmd.pid").exists() || run.try_wait().unwrap().is_some(),
+    );
+    assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+    let mut stop = Stop(Some(run), env.path("cmd.pid"));
+    std::fs::remove_file(env.path("stuck")).unwrap();
+
+    // Within source_timeout_secs: a run in progress, nothing to fix.
+    let mut env = env;
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:03:30Z");
+    let early = doctor(&env);
+    early.assert_code(0);
+    assert!(early.stdout.contains("in progress"), "{}", early.stdout);
+
+    // Past it: no source may take that long, so the run is stuck.
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T10:05:00Z");
+    let late = doctor(&env);
+    let pid = pid.to_string();
+    assert_one_problem(&late, &["run lock", &pid, "source_timeout_secs", "60 s"]);
+    assert!(
+        late.stdout.contains(&format!("kill {pid}")),
+        "{}",
+        late.stdout
+    );
+
+    if let Some(mut c) = stop.0.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    doctor(&env).assert_code(0);
+    drop(stop);
+}

@@ -253,3 +253,137 @@ fn the_log_file_has_a_line_per_feed_per_job() {
         assert!(l["elapsed_ms"].is_u64() && l["pid"].is_u64(), "{l}");
     }
 }
+
+/// A small tmpfs of its own, unmounted when dropped (lazily, so a test
+/// that fails while a file in it is open cannot leave it mounted).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root, or a container
+    /// without the right).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Fills the filesystem until not one more byte fits.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for chunk in [1 << 16, 4096, 1] {
+            let bytes = vec![0u8; chunk];
+            // Bounded: the filesystem is a few MB.
+            for _ in 0..100_000 {
+                if file.write_all(&bytes).and_then(|_| file.flush()).is_err() {
+                    break;
+                }
+            }
+        }
+        assert!(file.write_all(b"x").and_then(|_| file.sync_all()).is_err());
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn read_only_commands_work_on_a_full_disk() {
+    let Some(disk) = Tmpfs::mount("2m") else {
+        eprintln!(
+            "skipped read_only_commands_work_on_a_full_disk: it needs root, to mount a tmpfs"
+        );
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let env = Env {
+        dir: tempfile::tempdir_in(disk.path()).unwrap(),
+        envs: Vec::new(),
+    };
+    env.config(&format!(
+        "[target]\nurl = \"file:{}/{{feed}}.ndjson\"\n\n\
+         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        out.path().display()
+    ));
+    let rows = |v: i64| -> Vec<Value> {
+        (0..200)
+            .map(|i| json!({"sku": format!("A{i}"), "v": v}))
+            .collect()
+    };
+    write_ndjson(&env.path("p.ndjson"), &rows(1));
+    env.run(&["sync"]).assert_code(0);
+    write_ndjson(&env.path("p.ndjson"), &rows(2));
+    let filler = disk.fill();
+
+    let status = env.run(&["status", "--json"]);
+    status.assert_code(0);
+    assert_eq!(status.json()["feeds"][0]["live"], 200);
+    assert_eq!(status.json()["feeds"][0]["sent"], 200);
+    let items = env.run(&["items", "--feed", "p", "--json"]);
+    items.assert_code(0);
+    assert_eq!(items.json()["items"].as_array().unwrap().len(), 100);
+    let runs = env.run(&["runs", "--json"]);
+    runs.assert_code(0);
+    assert_eq!(runs.json()["runs"][0]["job"], "sync");
+    let page = out.path().join("status.html");
+    env.run(&["report", "--out", page.to_str().unwrap()])
+        .assert_code(0);
+    assert!(std::fs::read_to_string(&page).unwrap().contains(">p<"));
+    let doctor = env.run(&["doctor"]);
+    doctor.assert_code(1);
+    assert!(
+        doctor.stdout.contains("is full"),
+        "doctor names the full disk:\n{}",
+        doctor.stdout
+    );
+    assert!(
+        doctor.stdout.contains("feed p: 200 live"),
+        "{}",
+        doctor.stdout
+    );
+    // A run cannot write, and says why.
+    let sync = env.run(&["sync"]);
+    sync.assert_code(5);
+    assert!(sync.stderr.contains("is full"), "{}", sync.stderr);
+
+    std::fs::remove_file(filler).unwrap();
+    let sync = env.run(&["sync", "--json"]);
+    sync.assert_code(0);
+    assert_eq!(sync.json()["feeds"][0]["sent"], 200);
+    let check: String = env
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    assert_eq!(
+        env.run(&["status", "--json"]).json()["feeds"][0]["pending"],
+        0
+    );
+    // Looking leaves nothing beside the state file.
+    for leftover in ["feedsync.sqlite-wal", "feedsync.sqlite-shm"] {
+        assert!(!env.path(leftover).exists(), "{leftover} left behind");
+    }
+}

@@ -322,3 +322,156 @@ fn incremental_sources_delete_only_what_they_mark() {
     env.run(&["sync"]).assert_code(0);
     assert_eq!(receiver.catalog("p")["A"]["p"], 5);
 }
+
+/// Runs feedsync to its end, or kills it and fails the test when it is
+/// still running after `limit` (a source that is never cut off).
+fn run_bounded(env: &Env, args: &[&str], limit: std::time::Duration) -> Run {
+    use std::process::Stdio;
+    let mut child = env
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`feedsync {}` still running after {limit:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap().into()
+}
+
+/// `source_timeout_secs = 2` on top of `feed_config`.
+fn timed_config(receiver: &Receiver, feed: &str) -> String {
+    format!("source_timeout_secs = 2\n{}", feed_config(receiver, feed))
+}
+
+#[test]
+fn an_http_source_that_trickles_runs_out_of_source_timeout() {
+    let receiver = Receiver::start();
+    receiver.set_export(Export {
+        body: ndjson(&[json!({"sku": "A"}), json!({"sku": "B"})]),
+        content_type: "application/x-ndjson".into(),
+        ..Export::default()
+    });
+    let env = Env::new();
+    env.config(&timed_config(
+        &receiver,
+        &format!("source = \"{}\"", receiver.url("/export.ndjson")),
+    ));
+    env.run(&["sync"]).assert_code(0);
+    let before = env.dump();
+    let sent = receiver.request_count();
+
+    // One byte a second: every read succeeds, so only a bound on the
+    // whole read ends it.
+    let trickler = receiver::Trickler::start(
+        "{\"sku\":\"A\"}\n{\"sku\":\"B\",\"pad\":\"",
+        std::time::Duration::from_secs(1),
+    );
+    let url = trickler.url("/export.ndjson");
+    env.config(&timed_config(&receiver, &format!("source = \"{url}\"")));
+    let limit = std::time::Duration::from_secs(30);
+    let run = run_bounded(&env, &["sync"], limit);
+    run.assert_code(3);
+    for want in [url.as_str(), "source_timeout_secs", "(2 s)"] {
+        assert!(run.stderr.contains(want), "{want}: {}", run.stderr);
+    }
+    assert_eq!(env.dump(), before, "the feed's state is untouched");
+    assert_eq!(receiver.request_count(), sent, "nothing was sent");
+    // The lock went with the run: the next one reads the source again.
+    let again = run_bounded(&env, &["sync"], limit);
+    assert_ne!(again.code, 75, "{}", again.stderr);
+    again.assert_code(3);
+    assert_eq!(trickler.gets(), 2);
+}
+
+/// Whether a process is gone (a zombie counts: it runs nothing).
+fn dead(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Kills the processes named in a pid file when dropped, so a failing
+/// test leaves no `sleep 1000` behind.
+struct KillPids(std::path::PathBuf);
+
+impl Drop for KillPids {
+    fn drop(&mut self) {
+        for pid in std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_command_that_never_ends_is_killed_with_its_process_group() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    let _cleanup = KillPids(env.path("pids"));
+    // The background `sleep` keeps stdout open after its shell is gone: a
+    // grandchild that only a kill of the whole group reaches.
+    let command = "echo $$ > pids; sleep 1000 & echo $! >> pids; echo '{\"sku\":\"A\"}'; \
+                   sleep 1000 & echo $! >> pids; wait";
+    env.config(&timed_config(
+        &receiver,
+        &format!(
+            "format = \"ndjson\"\ncommand = \"{}\"",
+            command.replace('"', "\\\"")
+        ),
+    ));
+    let run = run_bounded(&env, &["sync"], std::time::Duration::from_secs(30));
+    run.assert_code(3);
+    for want in ["command `echo $$", "source_timeout_secs", "(2 s)"] {
+        assert!(run.stderr.contains(want), "{want}: {}", run.stderr);
+    }
+    assert_eq!(env.dump(), Vec::<String>::new(), "nothing was stored");
+    assert_eq!(receiver.request_count(), 0);
+    let pids = std::fs::read_to_string(env.path("pids")).unwrap();
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    wait_for(
+        "every process of the command to be gone",
+        std::time::Duration::from_secs(10),
+        || pids.iter().all(|p| dead(p)),
+    );
+    let again = run_bounded(&env, &["sync"], std::time::Duration::from_secs(30));
+    again.assert_code(3);
+}
+
+#[test]
+fn an_sqlite_query_that_never_ends_is_interrupted() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    rusqlite::Connection::open(env.path("shop.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE products (sku TEXT)")
+        .unwrap();
+    // Counts for ever and never yields a row.
+    env.config(&timed_config(
+        &receiver,
+        "sqlite = \"shop.db\"\nquery = \"WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x AS sku FROM n WHERE x < 0\"",
+    ));
+    let run = run_bounded(&env, &["sync"], std::time::Duration::from_secs(30));
+    run.assert_code(3);
+    for want in ["sqlite ", "shop.db", "source_timeout_secs", "(2 s)"] {
+        assert!(run.stderr.contains(want), "{want}: {}", run.stderr);
+    }
+    assert_eq!(receiver.request_count(), 0);
+}

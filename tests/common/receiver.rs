@@ -649,3 +649,85 @@ fn write_faulty(
     }
     w.flush()
 }
+
+/// A loopback export that never finishes: every GET gets a 200 and
+/// `first`, then one more byte (a space, so the record stays open) every
+/// `every`, until the client hangs up or the trickler is dropped — a stuck
+/// export script behind a proxy, as seen from feedsync.
+pub struct Trickler {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    gets: Arc<AtomicU64>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Trickler {
+    pub fn start(first: &str, every: Duration) -> Trickler {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let gets = Arc::new(AtomicU64::new(0));
+        let (stop2, gets2, first) = (stop.clone(), gets.clone(), first.to_string());
+        let accept = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let (stop, gets, first) = (stop2.clone(), gets2.clone(), first.clone());
+                thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
+                    let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
+                    // The request head, up to its blank line.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < MAX_LINE as usize {
+                        match conn.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    gets.fetch_add(1, Ordering::SeqCst);
+                    let start = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n{first}"
+                    );
+                    if conn.write_all(start.as_bytes()).is_err() {
+                        return;
+                    }
+                    while !stop.load(Ordering::SeqCst) {
+                        thread::sleep(every);
+                        if conn.write_all(b" ").and_then(|_| conn.flush()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Trickler {
+            addr,
+            stop,
+            gets,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// How many requests it has answered.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Trickler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok()
+            && let Some(handle) = self.accept.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
