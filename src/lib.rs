@@ -2,12 +2,13 @@
 //! catalog. Read an export, diff it against the hashes in one SQLite state
 //! file, send only the changes in batches, and never lose one.
 //!
-//! The way through the code: `cli` (the command line) → `app` (the
-//! commands) → `sync` (collect, then `deliver`), which uses `source` and
-//! `format` (reading exports), `record` and `canonical` (keys and hashes),
-//! `diff` (finding changes), `state` (the SQLite file), `spool` (data on
-//! its way) and `target` (the wire). Around
-//! them, for operating it: `init` (a first config), `doctor` (checks),
+//! The way through the code: `cli` (the command line) and `config` (the
+//! file: `raw` as written, `resolve`d into per-feed settings, `secrets`
+//! named) → `app` (the commands) → `sync` (collect, then `deliver`), which
+//! uses `source` and `format` (reading exports), `record` and `canonical`
+//! (keys and hashes), `diff` (finding changes), `state` (the SQLite file),
+//! `spool` (data on its way) and `target` (the wire). Around them, for
+//! operating it: `init` (a first config), `doctor` (checks),
 //! `html` (the status page), `joblog` (the log file) and `report` (text
 //! and JSON views).
 
