@@ -16,6 +16,9 @@ pub mod file;
 pub mod http;
 pub mod webhook;
 
+#[cfg(test)]
+mod tests;
+
 use crate::config::{Endpoint, Secrets, TargetSettings};
 use crate::state::OutItem;
 
