@@ -20,7 +20,7 @@ use crate::format::Splitter;
 use crate::schedule::SCHEDULE_CHECKED;
 use crate::source::{Opened, Source};
 use crate::state::{self, State};
-use crate::target::{Response, SyncKind, Target};
+use crate::target::{Response, http::Client};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -193,8 +193,8 @@ fn check_target(f: &mut Findings, feed: &Feed, secrets: &Secrets, agent: &ureq::
             ),
         },
         Endpoint::Http(url) => {
-            let target = Target::new(feed.target.clone(), secrets.clone(), agent.clone());
-            match target.send(name, SyncKind::Probe, &[], None) {
+            let target = Client::new(url, &feed.target, secrets, agent.clone());
+            match target.probe(name) {
                 Response::Delivered(_) => {
                     f.ok(format!("target {name}: {url} accepted a probe batch"))
                 }

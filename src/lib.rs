@@ -7,8 +7,9 @@
 //! named) → `app` (the commands) → `sync` (collect, then `deliver`), which
 //! uses `source` and `format` (reading exports), `record` and `canonical`
 //! (keys and hashes), `diff` (finding changes), `state` (the SQLite file),
-//! `spool` (data on its way) and `target` (the wire). Around them, for
-//! operating it: `init` (a first config), `doctor` (checks),
+//! `spool` (data on its way) and `target` (the wire: `target::http` for
+//! every HTTP kind, one file per kind, and the `file:` target). Around
+//! them, for operating it: `init` (a first config), `doctor` (checks),
 //! `html` (the status page), `joblog` (the log file) and `report` (text
 //! and JSON views).
 
