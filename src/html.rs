@@ -14,7 +14,7 @@ use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::report::{self, FeedStatus};
-use crate::state::{ItemFilter, RunRow, State, status};
+use crate::state::{ItemFilter, ItemStatus, RunRow, State};
 
 /// Runs shown in the chart, newest last.
 const CHART_RUNS: usize = 60;
@@ -263,7 +263,7 @@ fn failed_items(h: &mut String, state: &State, feeds: &[FeedStatus]) -> Result<(
     }
     for f in feeds.iter().filter(|f| f.failed > 0) {
         let filter = ItemFilter {
-            status: Some(status::FAILED.to_string()),
+            status: Some(ItemStatus::Failed),
             id: None,
             limit: FAILED_ITEMS,
         };

@@ -116,7 +116,7 @@ pub fn items_json(rows: &[ItemRow]) -> Value {
         .map(|r| {
             json!({
                 "id": r.id,
-                "status": r.status,
+                "status": r.status.as_sql(),
                 "deleted": r.deleted,
                 "attempts": r.attempts,
                 "error": r.error,
@@ -142,7 +142,7 @@ pub fn items_text(rows: &[ItemRow]) -> String {
     for r in rows {
         table_rows.push(vec![
             r.id.clone(),
-            r.status.clone(),
+            r.status.to_string(),
             if r.deleted { "delete" } else { "upsert" }.into(),
             r.attempts.to_string(),
             rfc3339(r.modified_at),
