@@ -123,8 +123,8 @@ pub struct FeedInfo {
     pub validators: Validators,
 }
 
-/// A feed's items counted, for `status`.
-#[derive(Debug, Default, Clone, Copy)]
+/// A feed's items counted, for `status` (whose JSON has these names).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct Counts {
     pub live: u64,
     pub deleted: u64,
