@@ -1,5 +1,5 @@
--- feedsync state, version 1. Applied by src/state.rs when PRAGMA user_version
--- is below 1. A later version appends its migration to src/state.rs's list
+-- feedsync state, version 1. Applied by src/state/schema.rs when PRAGMA user_version
+-- is below 1. A later version appends its migration to src/state/schema.rs's list
 -- instead of editing this file, so old state files upgrade in place.
 
 -- One row per configured feed that has ever run.

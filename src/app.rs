@@ -513,7 +513,7 @@ fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<u8> {
     config.select_feeds(std::slice::from_ref(&args.feed))?;
     let state = look(config)?;
     let filter = ItemFilter {
-        status: args.status.clone(),
+        status: args.status,
         id: args.id.clone(),
         limit: args.limit,
     };

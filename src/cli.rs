@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+
+use crate::state::ItemStatus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -148,8 +151,8 @@ pub struct ItemsArgs {
     #[arg(long, value_name = "F")]
     pub feed: String,
     /// pending, sent, retry or failed
-    #[arg(long, value_name = "S", value_parser = ["pending", "sent", "retry", "failed"])]
-    pub status: Option<String>,
+    #[arg(long, value_name = "S", value_parser = status_parser())]
+    pub status: Option<ItemStatus>,
     /// One item, by id as `items` shows it
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
@@ -199,4 +202,11 @@ pub struct ResyncArgs {
     pub batch_size: Option<u64>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--status`: the statuses by the names the state file stores, so help
+/// and errors list them as they are.
+fn status_parser() -> impl TypedValueParser<Value = ItemStatus> {
+    PossibleValuesParser::new(ItemStatus::ALL.map(ItemStatus::as_sql))
+        .try_map(|s| ItemStatus::from_sql(&s))
 }

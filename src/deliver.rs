@@ -134,7 +134,7 @@ enum Flow {
 /// Where a delivery takes its items from.
 #[derive(Clone, Copy)]
 pub(crate) struct Pick<'q> {
-    pub queue: &'q Queue<'q>,
+    pub queue: &'q Queue,
     /// The queue's rowids when a collect just listed them; else the queue
     /// is walked in the table.
     pub rowids: Option<&'q [i64]>,

@@ -587,7 +587,7 @@ impl Apply<'_, '_> {
                 }
                 Some(k) => {
                     let id = std::slice::from_ref(id);
-                    let all = &crate::state::status::ALL;
+                    let all = &crate::state::ItemStatus::ALL;
                     self.tx.requeue(self.feed_id, all, Some(id), false)?;
                     self.queued(k.rowid, DELETE);
                 }

@@ -497,8 +497,14 @@ fn check_lock(f: &mut Findings, config: &Config, state: Option<&State>) {
 fn check_backlog(f: &mut Findings, config: &Config, state: &State) {
     for feed in &config.feeds {
         let name = &feed.name;
-        let info = match state.feed_info(name) {
-            Ok(Some(i)) => i,
+        // A status this build does not know fails the counts: a problem
+        // to name, like an unreadable feed row, not a feed to skip.
+        let found = state.feed_info(name).and_then(|info| match info {
+            Some(i) => Ok(Some((state.counts(i.id)?, i))),
+            None => Ok(None),
+        });
+        let (c, info) = match found {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 f.note(format!("feed {name} has not run yet"), None);
                 continue;
@@ -510,9 +516,6 @@ fn check_backlog(f: &mut Findings, config: &Config, state: &State) {
                 );
                 continue;
             }
-        };
-        let Ok(c) = state.counts(info.id) else {
-            continue;
         };
         let last = info
             .last_success_at

@@ -14,7 +14,7 @@ use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::report::{self, FeedStatus};
-use crate::state::{ItemFilter, RunRow, State, status};
+use crate::state::{ItemFilter, ItemStatus, RunRow, State};
 
 /// Runs shown in the chart, newest last.
 const CHART_RUNS: usize = 60;
@@ -94,11 +94,11 @@ fn feeds_table(h: &mut String, feeds: &[FeedStatus]) {
          <th class=\"n\">Failed, requires attention</th><th>Last success</th></tr></thead>\n<tbody>\n",
     );
     for f in feeds {
-        let (class, label) = if f.failed > 0 || f.last_error.is_some() {
+        let (class, label) = if f.counts.failed > 0 || f.last_error.is_some() {
             ("bad", "needs attention")
-        } else if f.retry > 0 {
+        } else if f.counts.retry > 0 {
             ("warn", "retrying")
-        } else if f.pending > 0 {
+        } else if f.counts.pending > 0 {
             ("wait", "awaiting")
         } else if f.last_success_at.is_none() {
             ("wait", "not run yet")
@@ -113,13 +113,13 @@ fn feeds_table(h: &mut String, feeds: &[FeedStatus]) {
              <td class=\"n{}\">{}</td><td class=\"n{}\">{}</td><td class=\"time\">{}</td></tr>",
             escape(&f.name),
             f.mode,
-            f.live,
-            f.sent,
-            f.pending,
-            if f.retry > 0 { " warn-text" } else { "" },
-            f.retry,
-            if f.failed > 0 { " bad-text" } else { "" },
-            f.failed,
+            f.counts.live,
+            f.counts.sent,
+            f.counts.pending,
+            if f.counts.retry > 0 { " warn-text" } else { "" },
+            f.counts.retry,
+            if f.counts.failed > 0 { " bad-text" } else { "" },
+            f.counts.failed,
             escape(f.last_success_at.as_deref().unwrap_or("never")),
         );
         if let Some(e) = &f.last_error {
@@ -256,14 +256,14 @@ fn runs_table(h: &mut String, runs: &[RunRow]) {
 
 fn failed_items(h: &mut String, state: &State, feeds: &[FeedStatus]) -> Result<()> {
     h.push_str("<section><h2>Failed items, requiring attention</h2>\n");
-    let total: u64 = feeds.iter().map(|f| f.failed).sum();
+    let total: u64 = feeds.iter().map(|f| f.counts.failed).sum();
     if total == 0 {
         h.push_str("<p class=\"empty\">None.</p>\n</section>\n");
         return Ok(());
     }
-    for f in feeds.iter().filter(|f| f.failed > 0) {
+    for f in feeds.iter().filter(|f| f.counts.failed > 0) {
         let filter = ItemFilter {
-            status: Some(status::FAILED.to_string()),
+            status: Some(ItemStatus::Failed),
             id: None,
             limit: FAILED_ITEMS,
         };
@@ -274,7 +274,7 @@ fn failed_items(h: &mut String, state: &State, feeds: &[FeedStatus]) -> Result<(
              <thead><tr><th>Item</th><th>Op</th><th class=\"n\">Attempts</th><th>Modified</th>\
              <th>Error</th></tr></thead>\n<tbody>",
             escape(&f.name),
-            f.failed
+            f.counts.failed
         );
         for r in &rows {
             let _ = writeln!(
@@ -289,14 +289,14 @@ fn failed_items(h: &mut String, state: &State, feeds: &[FeedStatus]) -> Result<(
             );
         }
         h.push_str("</tbody>\n</table>\n");
-        if f.failed > rows.len() as u64 {
+        if f.counts.failed > rows.len() as u64 {
             let _ = writeln!(
                 h,
                 "<p class=\"note\">Showing {} of {}; all of them: <code>feedsync items --feed {} --status failed --limit {}</code></p>",
                 rows.len(),
-                f.failed,
+                f.counts.failed,
                 escape(&f.name),
-                f.failed
+                f.counts.failed
             );
         }
     }

@@ -13,12 +13,8 @@ use crate::state::{Counts, ItemFilter, ItemRow, RunRow, State};
 pub struct FeedStatus {
     pub name: String,
     pub mode: &'static str,
-    pub live: u64,
-    pub deleted: u64,
-    pub pending: u64,
-    pub sent: u64,
-    pub retry: u64,
-    pub failed: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     pub last_run_at: Option<String>,
     pub last_success_at: Option<String>,
     #[serde(skip)]
@@ -47,12 +43,7 @@ pub fn status(config: &Config, state: &State, only: Option<&str>) -> Result<Stat
         out.push(FeedStatus {
             name: feed.name.clone(),
             mode: feed.mode.as_str(),
-            live: counts.live,
-            deleted: counts.deleted,
-            pending: counts.pending,
-            sent: counts.sent,
-            retry: counts.retry,
-            failed: counts.failed,
+            counts,
             last_run_at: info.as_ref().and_then(|i| i.last_run_at).map(rfc3339),
             last_success_at: info.as_ref().and_then(|i| i.last_success_at).map(rfc3339),
             last_error: info.and_then(|i| i.last_error),
@@ -80,12 +71,12 @@ pub fn status_text(s: &Status) -> String {
         rows.push(vec![
             f.name.clone(),
             f.mode.into(),
-            f.live.to_string(),
-            f.deleted.to_string(),
-            f.pending.to_string(),
-            f.sent.to_string(),
-            f.retry.to_string(),
-            f.failed.to_string(),
+            f.counts.live.to_string(),
+            f.counts.deleted.to_string(),
+            f.counts.pending.to_string(),
+            f.counts.sent.to_string(),
+            f.counts.retry.to_string(),
+            f.counts.failed.to_string(),
             f.last_success_at.clone().unwrap_or_else(|| "never".into()),
         ]);
     }
@@ -116,7 +107,7 @@ pub fn items_json(rows: &[ItemRow]) -> Value {
         .map(|r| {
             json!({
                 "id": r.id,
-                "status": r.status,
+                "status": r.status.as_sql(),
                 "deleted": r.deleted,
                 "attempts": r.attempts,
                 "error": r.error,
@@ -142,7 +133,7 @@ pub fn items_text(rows: &[ItemRow]) -> String {
     for r in rows {
         table_rows.push(vec![
             r.id.clone(),
-            r.status.clone(),
+            r.status.to_string(),
             if r.deleted { "delete" } else { "upsert" }.into(),
             r.attempts.to_string(),
             rfc3339(r.modified_at),

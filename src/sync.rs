@@ -16,7 +16,7 @@ use crate::error::{Error, Result, exit};
 use crate::format::Splitter;
 use crate::source::{self, Opened, Source};
 use crate::spool::Spool;
-use crate::state::{Queue, State, queue_size, retry_backlog, status};
+use crate::state::{ItemStatus, Queue, State, queue_size, retry_backlog};
 use crate::target::{SyncKind, Target};
 
 /// How one feed fared in one job; also the `--json` document's entries.
@@ -271,7 +271,7 @@ impl<'a> Jobs<'a> {
                     if queued && !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
                             feed_id,
-                            status: status::PENDING,
+                            status: ItemStatus::Pending,
                             due: None,
                         };
                         let from = Pick {
@@ -301,8 +301,8 @@ impl<'a> Jobs<'a> {
     pub fn deliver_stored(&mut self, feeds: &[&Feed], kind: SyncKind) -> Result<JobReport> {
         let now = clock::now_secs();
         let (queued, due) = match kind {
-            SyncKind::Retry => (status::RETRY, Some(now)),
-            _ => (status::PENDING, None),
+            SyncKind::Retry => (ItemStatus::Retry, Some(now)),
+            _ => (ItemStatus::Pending, None),
         };
         let mut job = JobReport::default();
         for feed in feeds {
@@ -413,7 +413,7 @@ impl<'a> Jobs<'a> {
         }
         if plan.full && !plan.no_reindex && plan.ids.is_none() {
             // Before the diff, so it passes along the data of these items too.
-            tx.requeue(feed_id, &[status::RETRY, status::FAILED], None, false)?;
+            tx.requeue(feed_id, &ItemStatus::FAILURES, None, false)?;
         }
         if let (Some(mut source), Some(bar)) = (opened, bar) {
             if let Some(file) = source.file.take() {
@@ -463,17 +463,17 @@ impl<'a> Jobs<'a> {
         }
         if plan.no_reindex {
             let ids: Option<Vec<String>> = plan.ids.as_ref().map(|s| s.iter().cloned().collect());
-            let statuses: &[&str] = if plan.force || ids.is_some() {
-                &status::ALL
+            let statuses: &[ItemStatus] = if plan.force || ids.is_some() {
+                &ItemStatus::ALL
             } else {
-                &[status::RETRY, status::FAILED]
+                &ItemStatus::FAILURES
             };
             tx.requeue(feed_id, statuses, ids.as_deref(), true)?;
             pending = None;
         }
         let queue = Queue {
             feed_id,
-            status: status::PENDING,
+            status: ItemStatus::Pending,
             due: None,
         };
         if pending.is_none() {
@@ -548,7 +548,7 @@ fn nonce() -> u64 {
     xxhash_rust::xxh3::xxh3_64(format!("{t}:{}", std::process::id()).as_bytes())
 }
 
-fn print_queue(conn: &rusqlite::Connection, q: &Queue<'_>) -> Result<()> {
+fn print_queue(conn: &rusqlite::Connection, q: &Queue) -> Result<()> {
     for (id, deleted) in crate::state::queue_ids(conn, q)? {
         println!("{} {id}", if deleted { "delete" } else { "upsert" });
     }

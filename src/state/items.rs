@@ -1,0 +1,402 @@
+//! Items: every write to them (new, changed, touched, deleted, requeued,
+//! sent, failed) and the reads that the diff and `items` make of them.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{ItemStatus, OutItem, State, Tx, blob, unblob};
+use crate::error::{Result, clip};
+use crate::record::{Hash, Item};
+
+impl State {
+    /// The items of a feed that `filter` picks, in id order, for `items`.
+    pub fn list_items(&self, feed_id: i64, filter: &ItemFilter) -> Result<Vec<ItemRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, status, deleted, attempts, error, modified_at, sent_at, next_attempt_at
+             FROM items
+             WHERE feed_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id = ?3)
+             ORDER BY id LIMIT ?4",
+        )?;
+        let mut rows = stmt.query(params![
+            feed_id,
+            filter.status,
+            filter.id,
+            filter.limit as i64
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(ItemRow {
+                id: r.get(0)?,
+                status: ItemStatus::from_sql(&r.get::<_, String>(1)?)?,
+                deleted: r.get(2)?,
+                attempts: r.get(3)?,
+                error: r.get(4)?,
+                modified_at: r.get(5)?,
+                sent_at: r.get(6)?,
+                next_attempt_at: r.get(7)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Drops tombstones delivered before `before`; returns how many.
+    pub fn drop_tombstones(&self, feed_id: i64, before: i64) -> Result<u64> {
+        Ok(self.conn.execute(
+            "DELETE FROM items WHERE feed_id = ?1 AND deleted = 1 AND status = 'sent'
+               AND sent_at < ?2",
+            params![feed_id, before],
+        )? as u64)
+    }
+
+    /// Puts every delivered tombstone back in the queue: after a restore,
+    /// an item deleted, re-created and deleted again since the backup may
+    /// be at the target while this file says its deletion was delivered.
+    pub fn requeue_tombstones(&self) -> Result<u64> {
+        Ok(self.conn.execute(
+            "UPDATE items SET status = 'pending', attempts = 0, error = NULL,
+                 next_attempt_at = NULL
+             WHERE deleted = 1 AND status = 'sent'",
+            [],
+        )? as u64)
+    }
+}
+
+impl Tx<'_> {
+    /// Every item of a feed in rowid order, with its raw hash. (`+feed_id`
+    /// keeps SQLite on the table itself, in rowid order, instead of the
+    /// id index followed by a sort.)
+    pub fn slots(&self, feed_id: i64) -> Result<Vec<Slot>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT rowid, raw_hash, deleted, status = 'pending' AND data IS NULL AND NOT deleted,
+                 status = 'pending'
+             FROM items WHERE +feed_id = ?1 ORDER BY rowid",
+        )?;
+        let mut rows = stmt.query([feed_id])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let raw = match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Blob(b) => Some(unblob(b)),
+                _ => None,
+            };
+            let flags = raw.map_or(0, |_| HAS_RAW)
+                | if r.get::<_, bool>(2)? { DELETED } else { 0 }
+                | if r.get::<_, bool>(3)? { NEEDS_DATA } else { 0 }
+                | if r.get::<_, bool>(4)? { PENDING } else { 0 };
+            let raw = raw.unwrap_or(0);
+            out.push(Slot {
+                rowid: r.get(0)?,
+                raw_lo: raw as u64,
+                raw_hi: (raw >> 64) as u64,
+                flags,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn max_rowid(&self) -> Result<i64> {
+        Ok(self
+            .0
+            .query_row("SELECT coalesce(max(rowid), 0) FROM items", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    pub fn item_id(&self, rowid: i64) -> Result<String> {
+        Ok(self
+            .0
+            .query_row("SELECT id FROM items WHERE rowid = ?1", [rowid], |r| {
+                r.get(0)
+            })?)
+    }
+
+    pub fn find(&self, feed_id: i64, id: &str) -> Result<Option<Known>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT rowid, hash, deleted, data IS NOT NULL, status = 'pending'
+             FROM items WHERE feed_id = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![feed_id, id], |r| {
+                Ok(Known {
+                    rowid: r.get(0)?,
+                    hash: unblob(&r.get::<_, Vec<u8>>(1)?),
+                    deleted: r.get(2)?,
+                    has_data: r.get(3)?,
+                    pending: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// New items, pending, with one statement; returns the first rowid (the
+    /// rows get consecutive ones). None when one of them is already in the
+    /// feed: nothing is inserted then, and `insert` row by row tells which.
+    pub fn insert_many(
+        &self,
+        feed_id: i64,
+        rows: &[(&Item, Hash, Option<&str>)],
+        now: i64,
+    ) -> Result<Option<i64>> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "INSERT INTO items (feed_id, id, key, hash, raw_hash, status, modified_at, data) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, 'pending', ?, ?)"; rows.len()].join(", ")
+        );
+        let mut stmt = self.0.prepare_cached(&sql)?;
+        let mut at = 1;
+        for (item, raw, data) in rows {
+            stmt.raw_bind_parameter(at, feed_id)?;
+            stmt.raw_bind_parameter(at + 1, &item.id)?;
+            stmt.raw_bind_parameter(at + 2, &item.key)?;
+            stmt.raw_bind_parameter(at + 3, &blob(item.hash)[..])?;
+            stmt.raw_bind_parameter(at + 4, &blob(*raw)[..])?;
+            stmt.raw_bind_parameter(at + 5, now)?;
+            stmt.raw_bind_parameter(at + 6, data)?;
+            at += 7;
+        }
+        match stmt.raw_execute() {
+            Ok(_) => Ok(Some(self.0.last_insert_rowid() - rows.len() as i64 + 1)),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A new version of a known item (or a tombstone come back): pending,
+    /// with its attempts reset.
+    pub fn change(
+        &self,
+        rowid: i64,
+        item: &Item,
+        raw: Hash,
+        now: i64,
+        data: Option<&str>,
+    ) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET hash = ?2, raw_hash = ?3, deleted = 0, status = 'pending',
+                 attempts = 0, error = NULL, next_attempt_at = NULL, modified_at = ?4, data = ?5
+             WHERE rowid = ?1",
+        )?;
+        stmt.execute(params![rowid, blob(item.hash), blob(raw), now, data])?;
+        Ok(())
+    }
+
+    /// Same content, other bytes (key order, an excluded field): remember the
+    /// bytes, and keep stored data current, without making it a change.
+    pub fn touch(&self, rowid: i64, raw: Hash, data: Option<&str>) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET raw_hash = ?2, data = coalesce(?3, data) WHERE rowid = ?1",
+        )?;
+        stmt.execute(params![rowid, blob(raw), data])?;
+        Ok(())
+    }
+
+    /// Marks an item deleted; the delete carries its last known hash.
+    pub fn tombstone(&self, rowid: i64, now: i64) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET deleted = 1, raw_hash = NULL, status = 'pending', attempts = 0,
+                 error = NULL, next_attempt_at = NULL, modified_at = ?2, data = NULL
+             WHERE rowid = ?1",
+        )?;
+        stmt.execute(params![rowid, now])?;
+        Ok(())
+    }
+
+    /// Puts items back in the send queue with their attempts reset: those
+    /// in `statuses`, or only `ids` when given. With `stored_only`, for
+    /// resends that read no source, upserts without stored data are left
+    /// alone. Returns how many.
+    pub fn requeue(
+        &self,
+        feed_id: i64,
+        statuses: &[ItemStatus],
+        ids: Option<&[String]>,
+        stored_only: bool,
+    ) -> Result<u64> {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_sql()).collect();
+        let statuses = serde_json::to_string(&statuses).unwrap_or_default();
+        let ids = ids.map(|i| serde_json::to_string(i).unwrap_or_default());
+        Ok(self.0.execute(
+            "UPDATE items SET status = 'pending', attempts = 0, error = NULL, next_attempt_at = NULL
+             WHERE feed_id = ?1 AND (NOT ?4 OR deleted = 1 OR data IS NOT NULL)
+               AND status IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))",
+            params![feed_id, statuses, ids, stored_only],
+        )? as u64)
+    }
+
+    /// Marks a whole acknowledged batch `sent` with one statement. (Under
+    /// the run lock nothing else changes items between send and record.)
+    pub fn mark_sent(&self, items: &[OutItem], now: i64, keep_data: bool) -> Result<()> {
+        let rowids: rusqlite::vtab::array::Array = std::rc::Rc::new(
+            items
+                .iter()
+                .map(|i| rusqlite::types::Value::Integer(i.rowid))
+                .collect(),
+        );
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE items SET status = 'sent', sent_at = ?2, attempts = 0, error = NULL,
+                 next_attempt_at = NULL, data = CASE WHEN ?3 THEN data END
+             WHERE rowid IN rarray(?1)",
+        )?;
+        stmt.execute(params![rowids, now, keep_data])?;
+        Ok(())
+    }
+
+    /// Marks `sent` every pending item of a feed with a rowid in
+    /// `first..=last`: the same as `mark_sent` when the batch is all of
+    /// them, and a sequential pass instead of a seek per row.
+    pub fn mark_range_sent(
+        &self,
+        feed_id: i64,
+        (first, last): (i64, i64),
+        now: i64,
+        keep_data: bool,
+    ) -> Result<()> {
+        // A pending row has no attempts, error or next attempt (every way
+        // into `pending` resets them), so only these columns change; the
+        // fewer the cheaper, at a million rows.
+        let sql = if keep_data {
+            "UPDATE items SET status = 'sent', sent_at = ?4
+             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'"
+        } else {
+            "UPDATE items SET status = 'sent', sent_at = ?4, data = NULL
+             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'"
+        };
+        let mut stmt = self.0.prepare_cached(sql)?;
+        stmt.execute(params![first, last, feed_id, now])?;
+        Ok(())
+    }
+
+    /// Records a delivery attempt's outcome for one item, if the item is
+    /// still the version that was sent.
+    pub fn record(
+        &self,
+        item: &OutItem,
+        outcome: &Outcome<'_>,
+        now: i64,
+        keep_data: bool,
+    ) -> Result<()> {
+        let hash = blob(item.hash);
+        match outcome {
+            Outcome::Sent => {
+                let mut stmt = self.0.prepare_cached(
+                    "UPDATE items SET status = 'sent', sent_at = ?3, attempts = 0, error = NULL,
+                         next_attempt_at = NULL, data = CASE WHEN ?4 THEN data END
+                     WHERE rowid = ?1 AND hash = ?2",
+                )?;
+                stmt.execute(params![item.rowid, hash, now, keep_data])?;
+            }
+            Outcome::Retry {
+                error,
+                next_attempt_at,
+            } => {
+                // `retry` reads no source, so the data it will resend is kept.
+                let mut stmt = self.0.prepare_cached(
+                    "UPDATE items SET status = 'retry', attempts = attempts + 1, error = ?3,
+                         next_attempt_at = ?4, failed_at = ?6, data = coalesce(data, ?5)
+                     WHERE rowid = ?1 AND hash = ?2",
+                )?;
+                let data = item.data.as_deref().map(String::from_utf8_lossy);
+                stmt.execute(params![
+                    item.rowid,
+                    hash,
+                    clip(error),
+                    next_attempt_at,
+                    data,
+                    now
+                ])?;
+            }
+            Outcome::Failed { error } => {
+                let mut stmt = self.0.prepare_cached(
+                    "UPDATE items SET status = 'failed', attempts = attempts + 1, error = ?3,
+                         next_attempt_at = NULL
+                     WHERE rowid = ?1 AND hash = ?2",
+                )?;
+                stmt.execute(params![item.rowid, hash, clip(error)])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which items `items` lists.
+pub struct ItemFilter {
+    pub status: Option<ItemStatus>,
+    pub id: Option<String>,
+    pub limit: usize,
+}
+
+/// One item as `items` shows it.
+#[derive(Debug)]
+pub struct ItemRow {
+    pub id: String,
+    pub status: ItemStatus,
+    pub deleted: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub modified_at: i64,
+    pub sent_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+}
+
+/// What the state knows of an item, for the diff.
+#[derive(Debug)]
+pub struct Known {
+    pub rowid: i64,
+    pub hash: Hash,
+    pub deleted: bool,
+    pub has_data: bool,
+    pub pending: bool,
+}
+
+/// An item as the diff first sees it: only what finding changes needs,
+/// kept small because there is one per item in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pub rowid: i64,
+    raw_lo: u64,
+    raw_hi: u64,
+    flags: u8,
+}
+
+const HAS_RAW: u8 = 1;
+const DELETED: u8 = 2;
+const NEEDS_DATA: u8 = 4;
+const PENDING: u8 = 8;
+
+impl Slot {
+    pub fn raw_hash(&self) -> Option<Hash> {
+        (self.flags & HAS_RAW != 0)
+            .then(|| (u128::from(self.raw_hi) << 64) | u128::from(self.raw_lo))
+    }
+
+    pub fn deleted(&self) -> bool {
+        self.flags & DELETED != 0
+    }
+
+    /// Pending, but its data is neither stored nor (yet) spooled: the
+    /// collect must pass the record's data along again.
+    pub fn needs_data(&self) -> bool {
+        self.flags & NEEDS_DATA != 0
+    }
+
+    pub fn pending(&self) -> bool {
+        self.flags & PENDING != 0
+    }
+}
+
+/// How a delivery attempt ended for one item.
+pub enum Outcome<'a> {
+    Sent,
+    Retry {
+        error: &'a str,
+        next_attempt_at: i64,
+    },
+    Failed {
+        error: &'a str,
+    },
+}

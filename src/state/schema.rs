@@ -1,0 +1,72 @@
+//! The schema of the state file and its migrations: which version a file
+//! is at, bringing an older one up to date, and refusing one written by a
+//! newer feedsync rather than misreading it.
+
+use rusqlite::TransactionBehavior;
+
+use super::State;
+use crate::error::{Error, Result};
+
+/// Schema migrations, applied in order by `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema.sql"),
+    // Version 2: when a `retry` item's last attempt failed, so its wait
+    // (`next_attempt_at - failed_at`) can be counted again from now when
+    // the clock turns out to have been fast (see `FAILED_AHEAD`). Rows
+    // from version 1 keep NULL.
+    "ALTER TABLE items ADD COLUMN failed_at INTEGER;",
+];
+
+/// The schema version this build writes.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+impl State {
+    /// Fails when the file was written by a newer feedsync, whose schema
+    /// this one cannot read.
+    pub fn check_schema(&self) -> Result<()> {
+        let (version, known) = (self.user_version()?, schema_version());
+        if version > known {
+            return Err(Error::State(format!(
+                "state file {}: written by a newer feedsync (schema version {version}, this one knows {known})",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets the connection up and brings the schema to this build's
+    /// version, refusing a newer one.
+    pub(super) fn setup(&mut self) -> Result<()> {
+        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        rusqlite::vtab::array::load_module(&self.conn)?;
+        // WAL lets `status`, `report` and `backup` read during a run; the
+        // last connection to close checkpoints and removes the -wal file.
+        self.conn
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        self.conn.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -32000;
+             PRAGMA journal_size_limit = 67108864;",
+        )?;
+        self.check_schema()?;
+        let version = self.user_version()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The schema version the file is at (`PRAGMA user_version`).
+    pub fn user_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+}

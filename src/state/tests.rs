@@ -1,0 +1,64 @@
+//! The state's reading of what it finds in the file.
+
+use super::*;
+
+/// A state file with one feed, whose one item has the status `text`.
+fn with_status(text: &str) -> (tempfile::TempDir, State, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::open(&dir.path().join("state.db")).unwrap();
+    let feed = state.feed_id("products").unwrap();
+    state
+        .conn()
+        .execute(
+            "INSERT INTO items (feed_id, id, key, hash, status, modified_at)
+             VALUES (?1, 'p1', '{}', zeroblob(16), ?2, 0)",
+            rusqlite::params![feed, text],
+        )
+        .unwrap();
+    (dir, state, feed)
+}
+
+#[test]
+fn counts_read_each_status_into_its_own_count() {
+    for status in ItemStatus::ALL {
+        let (_dir, state, feed) = with_status(status.as_sql());
+        let c = state.counts(feed).unwrap();
+        let got = [c.pending, c.sent, c.retry, c.failed];
+        let want = ItemStatus::ALL.map(|s| u64::from(s == status));
+        assert_eq!(got, want, "{status}");
+    }
+}
+
+#[test]
+fn an_unknown_status_is_a_state_error_not_a_failed_item() {
+    let (_dir, state, feed) = with_status("lost");
+    let e = state.counts(feed).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::STATE, "{e}");
+    assert!(e.to_string().contains("`lost`"), "{e}");
+    let filter = ItemFilter {
+        status: None,
+        id: None,
+        limit: 10,
+    };
+    let e = state.list_items(feed, &filter).unwrap_err();
+    assert!(e.to_string().contains("`lost`"), "{e}");
+}
+
+#[test]
+fn items_filter_by_status() {
+    let (_dir, state, feed) = with_status("retry");
+    let pick = |status| ItemFilter {
+        status: Some(status),
+        id: None,
+        limit: 10,
+    };
+    let rows = state.list_items(feed, &pick(ItemStatus::Retry)).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, ItemStatus::Retry);
+    assert!(
+        state
+            .list_items(feed, &pick(ItemStatus::Failed))
+            .unwrap()
+            .is_empty()
+    );
+}
