@@ -42,6 +42,30 @@ impl RowError {
     pub fn query(e: impl std::fmt::Display) -> RowError {
         RowError::Query(e.to_string())
     }
+
+    /// The source error, `place` naming the source and `rows` the rows
+    /// begun when it happened; `None` when the reader stopped early (a bad
+    /// record), which the reader reports.
+    pub fn into_error(self, place: &str, rows: u64) -> Option<Error> {
+        match self {
+            RowError::Write(e) if e.kind() == io::ErrorKind::BrokenPipe => None,
+            RowError::Write(e) => Some(Error::source(format!("{place}: {e}"))),
+            RowError::Query(e) => Some(Error::source(format!("{place}: {e}"))),
+            RowError::Bad(why) => Some(Error::source(format!("{place}: row {rows}: {why}"))),
+        }
+    }
+}
+
+/// Checks a result's column names, which become the records' fields: a
+/// name given twice is an error. (A database kind's `doctor` check calls
+/// it on the prepared statement's columns.)
+pub fn check_columns(names: &[String]) -> Result<(), RowError> {
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(RowError::Bad(format!("the query names column `{n}` twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Opens a rows kind: runs it in a thread, behind a pipe of NDJSON records.
@@ -62,11 +86,7 @@ pub fn stream<R: Rows>(place: String, rows: R, deadline: Deadline) -> Result<Ope
         }
         match result {
             Ok(()) => Ok(()),
-            // The reader stopped early (a bad record); it reports that.
-            Err(RowError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            Err(RowError::Write(e)) => Err(Error::source(format!("{place}: {e}"))),
-            Err(RowError::Query(e)) => Err(Error::source(format!("{place}: {e}"))),
-            Err(RowError::Bad(why)) => Err(Error::source(format!("{place}: row {n}: {why}"))),
+            Err(e) => e.into_error(&place, n).map_or(Ok(()), Err),
         }
     });
     Ok(Opened::Stream(Source {
@@ -122,11 +142,7 @@ impl RowWriter {
     /// The result's column names, which become the records' fields; a
     /// name given twice is an error.
     pub fn columns(&mut self, names: Vec<String>) -> Result<(), RowError> {
-        for (i, n) in names.iter().enumerate() {
-            if names[..i].contains(n) {
-                return Err(RowError::Bad(format!("the query names column `{n}` twice")));
-            }
-        }
+        check_columns(&names)?;
         self.names = names;
         Ok(())
     }
