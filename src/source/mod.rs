@@ -18,7 +18,7 @@ mod command;
 mod deadline;
 mod file;
 mod http;
-mod rows;
+pub mod rows;
 mod sqlite;
 
 use std::io::Read;
