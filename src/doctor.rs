@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 use crate::clock;
 use crate::config::{Config, Endpoint, Feed, Secrets};
 use crate::error::Error;
-use crate::format::Splitter;
 use crate::schedule::SCHEDULE_CHECKED;
-use crate::source::{Opened, Source};
+use crate::source::{Broken, Health, Source};
 use crate::state::{self, State};
 use crate::target::{Response, http::Client};
 
@@ -136,7 +135,8 @@ pub fn check(config: &Config, secrets: &Secrets) -> Findings {
     f
 }
 
-/// Reads a source's first record; a command or query is stopped after it.
+/// Checks a source the way its kind says (by default, reads its first
+/// record; a command or query is stopped after it).
 fn check_source(f: &mut Findings, feed: &Feed, config: &Config, agent: &ureq::Agent) {
     let what = feed.source.describe();
     let cx = crate::source::Context {
@@ -145,37 +145,13 @@ fn check_source(f: &mut Findings, feed: &Feed, config: &Config, agent: &ureq::Ag
         workdir: config.dir(),
         timeout: config.source_timeout,
     };
-    let read = Source::open(feed, &cx).and_then(|opened| {
-        let Opened::Stream(s) = opened else {
-            return Ok(true); // 304: unchanged, so it was readable before
-        };
-        let first = Splitter::new(s.reader, s.format, config.max_record_bytes)
-            .and_then(|mut records| records.next_record().map(|r| r.is_some()))
-            .map_err(|e| Error::source(format!("{what}: {e}")));
-        let ended = s.end.finish(false);
-        let first = first?;
-        ended?;
-        Ok(first)
-    });
-    match read {
-        Ok(true) => f.ok(format!("source {}: {what} is readable", feed.name)),
-        Ok(false) => f.note(
+    match Source::check(feed, &cx, config.max_record_bytes) {
+        Ok(Health::Readable) => f.ok(format!("source {}: {what} is readable", feed.name)),
+        Ok(Health::Empty) => f.note(
             format!("source {}: {what} is empty", feed.name),
             Some("an empty export deletes every item; the mass-delete guard will stop it".into()),
         ),
-        Err(e) => {
-            let fix = match &feed.source {
-                crate::config::SourceSpec::File(p) => format!(
-                    "make sure the export exists at {} and the user running feedsync can read it",
-                    p.display()
-                ),
-                _ => format!(
-                    "check the source ({what}) by hand; `feedsync sync --feed {} --dry-run` shows the same error",
-                    feed.name
-                ),
-            };
-            f.problem(format!("source {}: {e}", feed.name), fix);
-        }
+        Err(Broken { error, fix }) => f.problem(format!("source {}: {error}", feed.name), fix),
     }
 }
 

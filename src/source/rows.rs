@@ -1,0 +1,221 @@
+//! Rows as records, for every database kind: a query runs in a thread of
+//! its own and writes one JSON object per row into a pipe, so its rows
+//! stream like NDJSON lines and memory does not grow with the result.
+//! A kind says only how to run its query and what each value is
+//! ([`Rows`]); the columns' checks, the records, the row numbers in
+//! messages and the deadline's verdict are written here once.
+
+use std::io::{self, BufWriter, PipeWriter, Write};
+use std::thread::JoinHandle;
+
+use serde_json::{Map, Value};
+
+use super::{Deadline, End, Finish, Opened, Source};
+use crate::config::Format;
+use crate::error::{Error, Result};
+
+/// A query whose result rows become records: what a database kind
+/// implements.
+pub trait Rows: Send + 'static {
+    /// Runs the query, giving [`RowWriter::columns`] its columns and then
+    /// [`RowWriter::row`] each row. It must end by `deadline`: a kind arms
+    /// a watchdog ([`Deadline::watch`]) that stops the query, on the server
+    /// for a database server.
+    fn run(self, deadline: &Deadline, out: &mut RowWriter) -> Result<(), RowError>;
+}
+
+/// Why a query's rows could not all become records.
+#[derive(Debug)]
+pub enum RowError {
+    /// The database's own error (SQL, connection, interrupted), its
+    /// message as the database gave it.
+    Query(String),
+    /// The result cannot be records (a column named twice, a value with no
+    /// JSON form); messages name the row it was found in.
+    Bad(String),
+    /// Writing to the pipe failed.
+    Write(io::Error),
+}
+
+impl RowError {
+    /// The database's own error.
+    pub fn query(e: impl std::fmt::Display) -> RowError {
+        RowError::Query(e.to_string())
+    }
+
+    /// The source error, `place` naming the source and `rows` the rows
+    /// begun when it happened; `None` when the reader stopped early (a bad
+    /// record), which the reader reports.
+    pub fn into_error(self, place: &str, rows: u64) -> Option<Error> {
+        match self {
+            RowError::Write(e) if e.kind() == io::ErrorKind::BrokenPipe => None,
+            RowError::Write(e) => Some(Error::source(format!("{place}: {e}"))),
+            RowError::Query(e) => Some(Error::source(format!("{place}: {e}"))),
+            RowError::Bad(why) => Some(Error::source(format!("{place}: row {rows}: {why}"))),
+        }
+    }
+}
+
+/// Checks a result's column names, which become the records' fields: a
+/// name given twice is an error. (A database kind's `doctor` check calls
+/// it on the prepared statement's columns.)
+pub fn check_columns(names: &[String]) -> Result<(), RowError> {
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(RowError::Bad(format!("the query names column `{n}` twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Opens a rows kind: runs it in a thread, behind a pipe of NDJSON records.
+/// `place` is how messages name the source (`sqlite shop.db`).
+pub fn stream<R: Rows>(place: String, rows: R, deadline: Deadline) -> Result<Opened> {
+    let (reader, writer) = io::pipe().map_err(|e| Error::source(format!("{place}: {e}")))?;
+    let reader = deadline.reader(reader);
+    let named = place.clone();
+    let thread = std::thread::spawn(move || {
+        let place = named;
+        let mut out = RowWriter::new(writer);
+        let result = rows.run(&deadline, &mut out).and_then(|()| out.flush());
+        let n = out.rows;
+        // The reader sees the end of the stream now, not when we return.
+        drop(out);
+        if deadline.passed() {
+            return Err(deadline.error(&place));
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => e.into_error(&place, n).map_or(Ok(()), Err),
+        }
+    });
+    Ok(Opened::Stream(Source {
+        reader,
+        format: Format::Ndjson,
+        size: None,
+        end: End::Finish(Box::new(Query { place, thread })),
+        file: None,
+    }))
+}
+
+/// The thread running a query; its result is the source's verdict.
+struct Query {
+    place: String,
+    thread: JoinHandle<Result<()>>,
+}
+
+impl Finish for Query {
+    fn finish(self: Box<Self>, _complete: bool) -> Result<()> {
+        match self.thread.join() {
+            Ok(r) => r,
+            Err(_) => Err(Error::source(format!(
+                "{}: the query thread panicked",
+                self.place
+            ))),
+        }
+    }
+}
+
+/// Turns a query's columns and rows into NDJSON records.
+pub struct RowWriter {
+    out: Box<dyn Write + Send>,
+    names: Vec<String>,
+    /// Rows begun so far: the row a [`RowError::Bad`] was found in.
+    rows: u64,
+    line: Vec<u8>,
+}
+
+impl RowWriter {
+    fn new(out: PipeWriter) -> RowWriter {
+        RowWriter::to(Box::new(out))
+    }
+
+    fn to(out: Box<dyn Write + Send>) -> RowWriter {
+        RowWriter {
+            out: Box::new(BufWriter::with_capacity(1 << 16, out)),
+            names: Vec::new(),
+            rows: 0,
+            line: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The result's column names, which become the records' fields; a
+    /// name given twice is an error.
+    pub fn columns(&mut self, names: Vec<String>) -> Result<(), RowError> {
+        check_columns(&names)?;
+        self.names = names;
+        Ok(())
+    }
+
+    /// Writes one row as a record; `value(i, name)` gives the value of
+    /// column `i`.
+    pub fn row(
+        &mut self,
+        mut value: impl FnMut(usize, &str) -> Result<Value, RowError>,
+    ) -> Result<(), RowError> {
+        self.rows += 1;
+        let mut obj = Map::with_capacity(self.names.len());
+        for (i, name) in self.names.iter().enumerate() {
+            obj.insert(name.clone(), value(i, name)?);
+        }
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &obj).expect("writing to memory");
+        self.line.push(b'\n');
+        self.out.write_all(&self.line).map_err(RowError::Write)
+    }
+
+    fn flush(&mut self) -> Result<(), RowError> {
+        self.out.flush().map_err(RowError::Write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A `Write` whose bytes the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rows_become_one_record_a_line_with_the_columns_as_fields() {
+        let bytes = Shared::default();
+        let mut out = RowWriter::to(Box::new(bytes.clone()));
+        out.columns(vec!["sku".into(), "qty".into()]).unwrap();
+        out.row(|i, _| Ok(if i == 0 { "A".into() } else { 3.into() }))
+            .unwrap();
+        out.row(|i, name| Ok(if i == 0 { name.into() } else { Value::Null }))
+            .unwrap();
+        out.flush().unwrap();
+        let text = String::from_utf8(bytes.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "{\"qty\":3,\"sku\":\"A\"}\n{\"qty\":null,\"sku\":\"sku\"}\n"
+        );
+        assert_eq!(out.rows, 2);
+    }
+
+    #[test]
+    fn a_column_named_twice_is_refused_before_any_row() {
+        let mut out = RowWriter::to(Box::new(io::sink()));
+        let e = out
+            .columns(vec!["sku".into(), "name".into(), "sku".into()])
+            .unwrap_err();
+        assert!(
+            matches!(&e, RowError::Bad(why) if why.contains("`sku` twice")),
+            "{e:?}"
+        );
+        assert_eq!(out.rows, 0);
+    }
+}
