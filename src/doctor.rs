@@ -105,7 +105,7 @@ pub fn stale_after(config: &Config) -> i64 {
     let gap = config
         .schedule
         .iter()
-        .find(|s| s.job == "sync")
+        .find(|s| s.job == crate::job::Job::Sync)
         .map_or(0, |s| s.cron.longest_gap(clock::now()).num_seconds());
     (2 * gap).max(MIN_STALE_SECS)
 }
@@ -323,7 +323,7 @@ fn check_state(f: &mut Findings, config: &Config) {
         Ok(()) => {}
         // A run in its write transaction (a long collect) holds SQLite's
         // write lock: busy is not broken.
-        Err(e) if e.to_string().contains("database is locked") => f.note(
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => f.note(
             format!("state file {shown} is busy with a run's write; writability not checked"),
             None,
         ),

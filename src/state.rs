@@ -78,7 +78,7 @@ impl State {
                     path: path.to_path_buf(),
                 };
                 state.setup().map_err(|e| match e {
-                    Error::State(m) if m.starts_with("state file:") => fail(&m[12..].trim_start()),
+                    Error::Sqlite(e) => fail(&e),
                     e => e,
                 })?;
                 Ok(state)
@@ -324,7 +324,7 @@ impl State {
     }
 
     /// Starts a run record; `finish_run` completes it.
-    pub fn start_run(&self, job: &str, at: i64) -> Result<i64> {
+    pub fn start_run(&self, job: crate::job::Job, at: i64) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO runs (job, started_at) VALUES (?1, ?2)",
             params![job, at],
@@ -536,7 +536,7 @@ pub struct ItemRow {
 
 #[derive(Debug)]
 pub struct RunRow {
-    pub job: String,
+    pub job: crate::job::Job,
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub exit_code: Option<u8>,
@@ -1160,19 +1160,19 @@ impl State {
     /// write lock on a connection of its own and lets it go at once,
     /// changing nothing. (Its own, because the state a look opened is
     /// read-only.)
-    pub fn check_writable(path: &Path) -> Result<()> {
-        let tried = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .and_then(|conn| {
+    pub fn check_writable(path: &Path) -> rusqlite::Result<()> {
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).and_then(
+            |conn| {
                 // A run may hold the write lock for a whole collect: do not
                 // wait long.
                 conn.busy_timeout(std::time::Duration::from_secs(2))?;
                 conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-            });
-        tried.map_err(|e| Error::State(e.to_string()))
+            },
+        )
     }
 
     /// The newest run that has not finished: (job, started_at).
-    pub fn unfinished_run(&self) -> Result<Option<(String, i64)>> {
+    pub fn unfinished_run(&self) -> Result<Option<(crate::job::Job, i64)>> {
         Ok(self
             .conn
             .query_row(
@@ -1261,7 +1261,8 @@ impl State {
             }
         }
         result.map_err(|e| match e {
-            Error::State(m) => fail(&m.trim_start_matches("state file: ")),
+            Error::State(m) => fail(&m),
+            Error::Sqlite(e) => fail(&e),
             e => e,
         })
     }
