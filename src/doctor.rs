@@ -199,6 +199,8 @@ fn check_target(f: &mut Findings, feed: &Feed, secrets: &Secrets, agent: &ureq::
                     f.ok(format!("target {name}: {url} accepted a probe batch"))
                 }
                 Response::Refused { error } => {
+                    // TODO(issue 12): match on the refusal's status and TLS
+                    // kind once `Response::Refused` carries them (target/).
                     let fix = if error.starts_with("HTTP 401") || error.starts_with("HTTP 403") {
                         credentials_fix(secrets)
                     } else if error.starts_with("TLS") {
