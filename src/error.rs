@@ -24,9 +24,10 @@ pub enum Error {
     State(String),
     /// A SQLite call on the state file failed. Its text does not name the
     /// file; `State::open` and `backup_to` turn it into [`Error::State`]
-    /// with the path.
+    /// with the path. (Not marked as the error's source: its text is
+    /// already in this one's, and `{:#}` would print it twice.)
     #[error("state file: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The mass-delete guard stopped a feed.
     #[error("{0}")]
     DeleteGuard(String),
@@ -59,6 +60,12 @@ impl Error {
 
     pub fn source(msg: impl fmt::Display) -> Self {
         Error::Source(msg.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Sqlite(e)
     }
 }
 
@@ -106,6 +113,13 @@ mod tests {
         assert_eq!(e.exit_code(), ExitCode::State);
         assert!(e.stops_job());
         assert!(e.to_string().starts_with("state file: "), "{e}");
+        // Said once, as before the variant existed.
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e))
+                .matches("state file")
+                .count(),
+            1
+        );
         assert!(!Error::source("x").stops_job());
     }
 }

@@ -45,7 +45,7 @@ impl Job {
 
 /// A job name this build does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job `{0}` (known: sync, send, retry, resync, cleanup)")]
+#[error("unknown job `{0}` (this feedsync knows sync, send, retry, resync, cleanup)")]
 pub struct UnknownJob(pub String);
 
 impl FromStr for Job {
