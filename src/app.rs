@@ -12,7 +12,9 @@ use crate::cli::{
 };
 use crate::clock;
 use crate::config::{self, Config, Feed, Secrets};
-use crate::error::{Error, exit};
+use crate::error::{self, Error};
+use crate::exit_code::ExitCode;
+use crate::job::{Job, RunSummary};
 use crate::joblog;
 use crate::report;
 use crate::schedule;
@@ -41,7 +43,7 @@ impl Output {
 }
 
 /// Runs the command line and returns the exit code.
-pub fn main(cli: Cli) -> u8 {
+pub fn main(cli: Cli) -> ExitCode {
     let out = Output {
         verbosity: if cli.quiet { -1 } else { cli.verbose as i8 },
         tty: std::io::stderr().is_terminal(),
@@ -50,11 +52,8 @@ pub fn main(cli: Cli) -> u8 {
     match dispatch(&cli, out) {
         Ok(code) => code,
         Err(e) => {
-            let code = e
-                .downcast_ref::<Error>()
-                .map_or(exit::ITEMS_FAILED, Error::exit_code);
             log::error!("{e:#}");
-            code
+            error::exit_code_of(&e)
         }
     }
 }
@@ -84,7 +83,7 @@ fn init_logging(verbosity: i8) {
     let _ = b.try_init();
 }
 
-fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<u8> {
+fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<ExitCode> {
     clock::init()?;
     // The commands that need no config.
     match &cli.command {
@@ -99,9 +98,21 @@ fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<u8> {
         Command::Daemon => daemon(&config, out),
         Command::Sync(args) => sync(&config, args, out),
         Command::Resync(args) => resync(&config, args, out),
-        Command::Retry(args) => direct(&config, &args.select.feeds, Job::Retry, args.json, out),
-        Command::Send(args) => direct(&config, &args.select.feeds, Job::Send, args.json, out),
-        Command::Cleanup => direct(&config, &[], Job::Cleanup, false, out),
+        Command::Retry(args) => direct(
+            &config,
+            &args.select.feeds,
+            Task::of(Job::Retry),
+            args.json,
+            out,
+        ),
+        Command::Send(args) => direct(
+            &config,
+            &args.select.feeds,
+            Task::of(Job::Send),
+            args.json,
+            out,
+        ),
+        Command::Cleanup => direct(&config, &[], Task::of(Job::Cleanup), false, out),
         Command::Status(args) => status(&config, args),
         Command::Runs(args) => runs(&config, args),
         Command::Items(args) => items(&config, args),
@@ -114,7 +125,7 @@ fn dispatch(cli: &Cli, out: Output) -> anyhow::Result<u8> {
 /// `init`: the config goes where feedsync will look for it (PATH, else
 /// `--config`, `$FEEDSYNC_CONFIG`, `./feedsync.toml`), so `feedsync init &&
 /// feedsync sync` works as typed.
-fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<u8> {
+fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<ExitCode> {
     let path = match &args.path {
         Some(p) => p.clone(),
         None => config::locate(cli.config.as_deref()),
@@ -132,10 +143,10 @@ fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<u8> {
             String::new()
         }
     );
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }
 
-fn completions(args: &CompletionsArgs) -> anyhow::Result<u8> {
+fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
     clap_complete::generate(
@@ -144,45 +155,28 @@ fn completions(args: &CompletionsArgs) -> anyhow::Result<u8> {
         "feedsync",
         &mut std::io::stdout(),
     );
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }
 
-/// A job, as `run`, `daemon` or a direct command starts it.
-enum Job {
-    Sync(Plan),
-    Resync(Plan),
-    Send,
-    Retry,
-    Cleanup,
+/// A job, as `run`, `daemon` or a direct command starts it: its kind and,
+/// for `sync` and `resync`, how to run it.
+struct Task {
+    job: Job,
+    plan: Plan,
 }
 
-impl Job {
-    /// The job scheduled under `name` in `[schedule]`.
-    fn scheduled(name: &str) -> Job {
-        match name {
-            "sync" => Job::Sync(Plan::default()),
-            "resync" => Job::Resync(Plan {
-                full: true,
-                ..Plan::default()
-            }),
-            "send" => Job::Send,
-            "retry" => Job::Retry,
-            _ => Job::Cleanup,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Job::Sync(_) => "sync",
-            Job::Resync(_) => "resync",
-            Job::Send => "send",
-            Job::Retry => "retry",
-            Job::Cleanup => "cleanup",
-        }
+impl Task {
+    /// The job as `run` starts it, or a direct command without options.
+    fn of(job: Job) -> Task {
+        let plan = Plan {
+            full: job == Job::Resync,
+            ..Plan::default()
+        };
+        Task { job, plan }
     }
 
     fn dry_run(&self) -> bool {
-        matches!(self, Job::Sync(p) | Job::Resync(p) if p.dry_run)
+        self.plan.dry_run
     }
 
     /// Runs the job; every job but a dry run leaves exactly one run record.
@@ -196,8 +190,8 @@ impl Job {
     ) -> anyhow::Result<JobReport> {
         let work = |state: &mut State| {
             let mut jobs = Jobs::new(config, state, secrets.clone()).with_progress(out.progress());
-            match self {
-                Job::Sync(plan) | Job::Resync(plan) => jobs.collect_and_deliver(feeds, plan),
+            match self.job {
+                Job::Sync | Job::Resync => jobs.collect_and_deliver(feeds, &self.plan),
                 Job::Send => jobs.deliver_stored(feeds, SyncKind::Send),
                 Job::Retry => jobs.deliver_stored(feeds, SyncKind::Retry),
                 Job::Cleanup => jobs.cleanup(feeds),
@@ -206,27 +200,34 @@ impl Job {
         if self.dry_run() {
             return Ok(work(state)?);
         }
-        let run = state.start_run(self.name(), clock::now_secs())?;
+        let run = state.start_run(self.job, clock::now_secs())?;
         let started = std::time::Instant::now();
         let result = work(state);
         let (code, summary) = match &result {
-            Ok(r) => (r.exit, r.summary()),
-            Err(e) => (e.exit_code(), e.to_string()),
+            Ok(r) => (r.exit, r.run_summary()),
+            // Stopped as a whole: what it sent before is not known here.
+            Err(e) => (
+                e.exit_code(),
+                RunSummary {
+                    text: e.to_string(),
+                    sent: None,
+                },
+            ),
         };
         if let Some(path) = &config.log_file {
             let logged = match &result {
-                Ok(r) => joblog::append(path, self.name(), r),
+                Ok(r) => joblog::append(path, self.job, r),
                 Err(e) => {
                     let names: Vec<&str> = feeds.iter().map(|f| f.name.as_str()).collect();
                     let ms = started.elapsed().as_millis() as u64;
-                    joblog::append_failed(path, self.name(), &names, code, &e.to_string(), ms)
+                    joblog::append_failed(path, self.job, &names, code, &e.to_string(), ms)
                 }
             };
             if let Err(e) = logged {
                 log::warn!("cannot write the log file {}: {e}", path.display());
             }
         }
-        state.finish_run(run, clock::now_secs(), code, &summary)?;
+        state.finish_run(run, clock::now_secs(), code.code(), &summary.to_stored())?;
         Ok(result?)
     }
 }
@@ -243,26 +244,27 @@ fn open_for_writing(config: &Config) -> anyhow::Result<(state::RunLock, State)> 
 fn direct(
     config: &Config,
     feed_names: &[String],
-    job: Job,
+    task: Task,
     json: bool,
     out: Output,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<ExitCode> {
     let feeds = config.select_feeds(feed_names)?;
     // Only jobs that contact the target need the secrets; a dry run does not.
-    let secrets = match job {
-        Job::Cleanup => Secrets::default(),
-        _ if job.dry_run() => Secrets::default(),
-        _ => config::read_secrets(&config.secrets)?,
+    let contacts_target = task.job != Job::Cleanup && !task.dry_run();
+    let secrets = if contacts_target {
+        config::read_secrets(&config.secrets)?
+    } else {
+        Secrets::default()
     };
     let (_lock, mut state) = open_for_writing(config)?;
-    let mut code = exit::OK;
-    if !job.dry_run() && !matches!(job, Job::Cleanup) {
-        let allow_deletes = matches!(&job, Job::Sync(p) | Job::Resync(p) if p.allow_deletes);
+    let mut code = ExitCode::Ok;
+    if contacts_target {
+        let allow_deletes = task.plan.allow_deletes;
         code = resend_after_restore(config, &mut state, &secrets, out, allow_deletes)?;
     }
-    let report = job.execute(config, &mut state, &secrets, &feeds, out)?;
-    print_job(&report, json, job.dry_run(), out)?;
-    Ok(if code == exit::OK { report.exit } else { code })
+    let report = task.execute(config, &mut state, &secrets, &feeds, out)?;
+    print_job(&report, json, task.dry_run(), out)?;
+    Ok(code.then(report.exit))
 }
 
 /// A state file restored from a `backup` may remember less than the target
@@ -278,7 +280,7 @@ fn resend_after_restore(
     secrets: &Secrets,
     out: Output,
     allow_deletes: bool,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<ExitCode> {
     let mark = |feed: &str| format!("{RESEND_MARK}{feed}");
     if let Some(taken) = state.meta(state::BACKUP_TAKEN_AT)? {
         let taken = taken.parse().map(clock::rfc3339).unwrap_or(taken);
@@ -299,19 +301,25 @@ fn resend_after_restore(
         }
     }
     if feeds.is_empty() {
-        return Ok(exit::OK);
+        return Ok(ExitCode::Ok);
     }
-    let job = Job::Resync(Plan {
-        full: true,
-        force: true,
-        allow_deletes,
-        ..Plan::default()
-    });
-    let report = job.execute(config, state, secrets, &feeds, out)?;
+    let task = Task {
+        job: Job::Resync,
+        plan: Plan {
+            full: true,
+            force: true,
+            allow_deletes,
+            ..Plan::default()
+        },
+    };
+    let report = task.execute(config, state, secrets, &feeds, out)?;
     print_job(&report, false, false, out)?;
     for f in &report.feeds {
         // Delivery may still fail (those items stay queued); reading may not.
-        if matches!(f.exit, exit::OK | exit::ITEMS_FAILED | exit::TARGET_REFUSED) {
+        if matches!(
+            f.exit,
+            ExitCode::Ok | ExitCode::ItemsFailed | ExitCode::TargetRefused
+        ) {
             state.clear_meta(&mark(&f.name))?;
         }
     }
@@ -322,7 +330,7 @@ fn resend_after_restore(
 const RESEND_MARK: &str = "resend_after_restore:";
 
 /// `backup DEST`: needs no run lock, so it is safe at any time.
-fn backup(config: &Config, dest: &Path, out: Output) -> anyhow::Result<u8> {
+fn backup(config: &Config, dest: &Path, out: Output) -> anyhow::Result<ExitCode> {
     let dest = if dest.is_dir() {
         dest.join(
             config
@@ -347,20 +355,24 @@ fn backup(config: &Config, dest: &Path, out: Output) -> anyhow::Result<u8> {
     if out.summaries() {
         eprintln!("backed up {} to {}", config.state.display(), dest.display());
     }
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }
 
-fn sync(config: &Config, args: &SyncArgs, out: Output) -> anyhow::Result<u8> {
+fn sync(config: &Config, args: &SyncArgs, out: Output) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         dry_run: args.dry_run,
         allow_deletes: args.allow_deletes,
         list_items: args.dry_run && out.verbosity >= 1,
         ..Plan::default()
     };
-    direct(config, &args.select.feeds, Job::Sync(plan), args.json, out)
+    let task = Task {
+        job: Job::Sync,
+        plan,
+    };
+    direct(config, &args.select.feeds, task, args.json, out)
 }
 
-fn resync(config: &Config, args: &ResyncArgs, out: Output) -> anyhow::Result<u8> {
+fn resync(config: &Config, args: &ResyncArgs, out: Output) -> anyhow::Result<ExitCode> {
     let feed = config.select_feeds(std::slice::from_ref(&args.feed))?[0];
     if args.no_reindex && !feed.keep_data {
         return Err(Error::config(format!(
@@ -381,27 +393,31 @@ fn resync(config: &Config, args: &ResyncArgs, out: Output) -> anyhow::Result<u8>
         batch_size: args.batch_size.map(|n| n as usize),
         ..Plan::default()
     };
+    let task = Task {
+        job: Job::Resync,
+        plan,
+    };
     direct(
         config,
         std::slice::from_ref(&args.feed),
-        Job::Resync(plan),
+        task,
         args.json,
         out,
     )
 }
 
 /// The cron entry point: runs the jobs whose schedule is due, in order.
-fn run(config: &Config, out: Output) -> anyhow::Result<u8> {
+fn run(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
     let secrets = config::read_secrets(&config.secrets)?;
     match tick(config, &secrets, out) {
         // Cron starts `run` every minute; an overlap is normal, not news.
-        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Locked(_))) => Ok(exit::LOCKED),
+        Err(e) if error::is_locked(&e) => Ok(ExitCode::Locked),
         other => other,
     }
 }
 
 /// One look at the schedule: take the lock, find the due jobs, run them.
-fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
+fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<ExitCode> {
     let (_lock, mut state) = open_for_writing(config)?;
     let mut code = resend_after_restore(config, &mut state, secrets, out, false)?;
     let now = clock::now();
@@ -414,15 +430,13 @@ fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
     state.set_meta(schedule::SCHEDULE_CHECKED, &checked.timestamp().to_string())?;
     let feeds: Vec<&Feed> = config.feeds.iter().collect();
     let worked = !due.is_empty();
-    for name in due {
+    for job in due {
         if crate::stop::requested() {
             break;
         }
-        let report = Job::scheduled(name).execute(config, &mut state, secrets, &feeds, out)?;
+        let report = Task::of(job).execute(config, &mut state, secrets, &feeds, out)?;
         print_job(&report, false, false, out)?;
-        if code == exit::OK {
-            code = report.exit;
-        }
+        code.absorb(report.exit);
     }
     // Only after work: a `run` with nothing due stays a few milliseconds.
     if worked
@@ -436,14 +450,14 @@ fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<u8> {
 
 /// `run` every minute in-process until SIGTERM or SIGINT, which let the
 /// batch in flight finish.
-fn daemon(config: &Config, out: Output) -> anyhow::Result<u8> {
+fn daemon(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
     let secrets = config::read_secrets(&config.secrets)?;
     crate::stop::install().context("installing signal handlers")?;
     log::info!("daemon started; running due jobs every minute");
     while !crate::stop::requested() {
         match tick(config, &secrets, out) {
             Ok(_) => {}
-            Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Locked(_))) => {
+            Err(e) if error::is_locked(&e) => {
                 log::debug!("another run holds the lock; skipping this minute");
             }
             Err(e) => log::error!("{e:#}"),
@@ -456,7 +470,7 @@ fn daemon(config: &Config, out: Output) -> anyhow::Result<u8> {
         }
     }
     log::info!("daemon stopped");
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }
 
 /// Prints a job's outcome: the JSON document, or per-feed summaries when
@@ -489,7 +503,7 @@ fn look(config: &Config) -> anyhow::Result<State> {
     Ok(state)
 }
 
-fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
+fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let state = look(config)?;
     let s = report::status(config, &state, args.feed.as_deref())?;
     show(args.json, &s, || report::status_text(&s))
@@ -500,16 +514,16 @@ fn show(
     json: bool,
     doc: &impl serde::Serialize,
     text: impl FnOnce() -> String,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(doc)?);
     } else {
         print!("{}", text());
     }
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }
 
-fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<u8> {
+fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<ExitCode> {
     config.select_feeds(std::slice::from_ref(&args.feed))?;
     let state = look(config)?;
     let filter = ItemFilter {
@@ -524,7 +538,7 @@ fn items(config: &Config, args: &ItemsArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<u8> {
+fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     let state = look(config)?;
     let runs = state.runs(args.limit)?;
     show(args.json, &report::runs_json(&runs), || {
@@ -533,20 +547,21 @@ fn runs(config: &Config, args: &RunsArgs) -> anyhow::Result<u8> {
 }
 
 /// `report --out`: reads the state without the run lock, like `status`.
-fn report_page(config: &Config, out: &Path) -> anyhow::Result<u8> {
+fn report_page(config: &Config, out: &Path) -> anyhow::Result<ExitCode> {
     let state = look(config)?;
     crate::html::write(config, &state, out, clock::now_secs())?;
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }
 
 /// `doctor`: 0 when all is well, 1 when something needs fixing.
-fn doctor(config: &Config) -> anyhow::Result<u8> {
+fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
     let secrets = config::read_secrets(&config.secrets)?;
     let findings = crate::doctor::check(config, &secrets);
     print!("{}", findings.text());
+    // DESIGN.md gives doctor's "something needs fixing" the number 1.
     Ok(if findings.problems() == 0 {
-        exit::OK
+        ExitCode::Ok
     } else {
-        exit::ITEMS_FAILED
+        ExitCode::ItemsFailed
     })
 }

@@ -104,7 +104,7 @@ pub fn stale_after(config: &Config) -> i64 {
     let gap = config
         .schedule
         .iter()
-        .find(|s| s.job == "sync")
+        .find(|s| s.job == crate::job::Job::Sync)
         .map_or(0, |s| s.cron.longest_gap(clock::now()).num_seconds());
     (2 * gap).max(MIN_STALE_SECS)
 }
@@ -175,6 +175,8 @@ fn check_target(f: &mut Findings, feed: &Feed, secrets: &Secrets, agent: &ureq::
                     f.ok(format!("target {name}: {url} accepted a probe batch"))
                 }
                 Response::Refused { error } => {
+                    // TODO(issue 12): match on the refusal's status and TLS
+                    // kind once `Response::Refused` carries them (target/).
                     let fix = if error.starts_with("HTTP 401") || error.starts_with("HTTP 403") {
                         credentials_fix(secrets)
                     } else if error.starts_with("TLS") {
@@ -299,7 +301,7 @@ fn check_state(f: &mut Findings, config: &Config) {
         Ok(()) => {}
         // A run in its write transaction (a long collect) holds SQLite's
         // write lock: busy is not broken.
-        Err(e) if e.to_string().contains("database is locked") => f.note(
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => f.note(
             format!("state file {shown} is busy with a run's write; writability not checked"),
             None,
         ),

@@ -13,6 +13,8 @@ use std::path::Path;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::exit_code::ExitCode;
+use crate::job::RunSummary;
 use crate::report::{self, FeedStatus};
 use crate::state::{ItemFilter, ItemStatus, RunRow, State};
 
@@ -136,29 +138,13 @@ fn feeds_table(h: &mut String, feeds: &[FeedStatus]) {
     );
 }
 
-/// Items sent in a run, as its summary tells them ("…, 12 sent, …").
-fn sent_in(summary: &str) -> u64 {
-    summary
-        .split("; ")
-        .map(|clause| {
-            // The error, after " — ", is the target's text, not ours.
-            let ours = clause.split(" — ").next().unwrap_or("");
-            let words: Vec<&str> = ours.split_whitespace().collect();
-            words
-                .windows(2)
-                .filter(|w| w[1].trim_end_matches([',', ';']) == "sent")
-                .filter_map(|w| w[0].parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
-}
-
+/// A run's colour and legend, by its recorded exit code.
 fn exit_class(code: Option<u8>) -> (&'static str, &'static str) {
-    match code {
+    match code.map(ExitCode::from_code) {
         None => ("run", "running or interrupted"),
-        Some(0) => ("ok", "0 done"),
-        Some(1) => ("warn", "1 some items failed"),
-        Some(75) => ("skip", "75 locked"),
+        Some(Some(ExitCode::Ok)) => ("ok", "0 done"),
+        Some(Some(ExitCode::ItemsFailed)) => ("warn", "1 some items failed"),
+        Some(Some(ExitCode::Locked)) => ("skip", "75 locked"),
         Some(_) => ("bad", "2–6 error"),
     }
 }
@@ -167,9 +153,10 @@ fn chart(h: &mut String, runs: &[RunRow]) {
     const W: f64 = 960.0;
     const H: f64 = 180.0;
     const TOP: f64 = 18.0;
-    let sent: Vec<u64> = runs
+    let summaries: Vec<Option<RunSummary>> = runs.iter().map(report::run_summary).collect();
+    let sent: Vec<u64> = summaries
         .iter()
-        .map(|r| r.summary.as_deref().map_or(0, sent_in))
+        .map(|s| s.as_ref().and_then(|s| s.sent).unwrap_or(0))
         .collect();
     let max = sent.iter().copied().max().unwrap_or(0).max(1);
     let slot = W / CHART_RUNS as f64;
@@ -186,7 +173,7 @@ fn chart(h: &mut String, runs: &[RunRow]) {
     );
     // Right-aligned: the newest run is always at the right edge.
     let offset = (CHART_RUNS - runs.len()) as f64 * slot;
-    for (i, (r, n)) in runs.iter().zip(&sent).enumerate() {
+    for (i, ((r, n), summary)) in runs.iter().zip(&sent).zip(&summaries).enumerate() {
         let height = ((*n as f64 / max as f64) * (H - TOP)).max(3.0);
         let x = offset + i as f64 * slot + (slot - bar) / 2.0;
         let (class, meaning) = exit_class(r.exit_code);
@@ -196,9 +183,9 @@ fn chart(h: &mut String, runs: &[RunRow]) {
              <title>{} {} — exit {} — {n} sent\n{}</title></rect>",
             H - height,
             escape(&rfc3339(r.started_at)),
-            escape(&r.job),
+            r.job,
             meaning,
-            escape(r.summary.as_deref().unwrap_or("")),
+            escape(summary.as_ref().map_or("", |s| &s.text)),
         );
     }
     if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
@@ -245,10 +232,14 @@ fn runs_table(h: &mut String, runs: &[RunRow]) {
             "<tr><td class=\"time\">{}</td><td>{}</td><td class=\"n\"><span class=\"badge {class}\">{}</span></td>\
              <td>{}</td></tr>",
             escape(&rfc3339(r.started_at)),
-            escape(&r.job),
+            r.job,
             r.exit_code
                 .map_or_else(|| "–".to_string(), |c| c.to_string()),
-            escape(r.summary.as_deref().unwrap_or("")),
+            escape(
+                report::run_summary(r)
+                    .map_or(String::new(), |s| s.text)
+                    .as_str()
+            ),
         );
     }
     h.push_str("</tbody>\n</table>\n");
@@ -343,6 +334,7 @@ code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::Job;
 
     #[test]
     fn escapes_markup() {
@@ -353,18 +345,40 @@ mod tests {
     }
 
     #[test]
-    fn sent_counts_come_from_the_summary() {
-        assert_eq!(
-            sent_in(
-                "products: 10 read, 3 upserts, 1 delete, 4 sent; categories: 2 read, 2 upserts, 0 deletes, 2 sent, 1 to retry"
+    fn the_chart_draws_the_recorded_figure_not_the_prose() {
+        let run = |job, sent, text: &str| RunRow {
+            job,
+            started_at: 1_700_000_000,
+            finished_at: Some(1_700_000_001),
+            exit_code: Some(0),
+            summary: Some(
+                RunSummary {
+                    text: text.into(),
+                    sent,
+                }
+                .to_stored(),
             ),
-            6
-        );
-        assert_eq!(sent_in("p: 5 read, nothing to send"), 0);
-        assert_eq!(
-            sent_in("p: 0 read, 2 upserts, 0 deletes, 0 sent — HTTP 500: 99 sent"),
-            0
-        );
-        assert_eq!(sent_in("p: 3 delivered tombstones dropped"), 0);
+        };
+        let runs = [
+            run(
+                Job::Sync,
+                Some(7),
+                "p: 7 read, 7 upserts, 0 deletes, 7 sent",
+            ),
+            // The target's error text names a count of its own.
+            run(
+                Job::Retry,
+                Some(2),
+                "p: 2 upserts, 0 deletes, 2 sent — HTTP 500: 99 sent",
+            ),
+            run(Job::Cleanup, None, "p: 3 delivered tombstones dropped"),
+        ];
+        let mut h = String::new();
+        chart(&mut h, &runs);
+        assert!(h.contains(">7 sent</text>"), "{h}");
+        assert!(h.contains("sync — exit 0 done — 7 sent"), "{h}");
+        assert!(h.contains("retry — exit 0 done — 2 sent"), "{h}");
+        assert!(h.contains("cleanup — exit 0 done — 0 sent"), "{h}");
+        assert!(!h.contains("99 sent\n"), "{h}");
     }
 }

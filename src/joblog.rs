@@ -13,31 +13,17 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::clock;
-use crate::error::exit;
+use crate::exit_code::ExitCode;
+use crate::job::Job;
 use crate::sync::{FeedReport, JobReport};
 
-/// A word for an exit code, so the log reads without the table.
-pub fn status_word(code: u8) -> &'static str {
-    match code {
-        exit::OK => "ok",
-        exit::ITEMS_FAILED => "items_failed",
-        exit::CONFIG => "config_error",
-        exit::SOURCE => "source_error",
-        exit::TARGET_REFUSED => "target_refused",
-        exit::STATE => "state_error",
-        exit::DELETE_GUARD => "delete_guard",
-        exit::LOCKED => "locked",
-        _ => "error",
-    }
-}
-
 /// One feed's line.
-pub fn line(job: &str, f: &FeedReport) -> Value {
+pub fn line(job: Job, f: &FeedReport) -> Value {
     let mut v = json!({
         "ts": clock::rfc3339(clock::now_secs()),
         "feed": f.name,
         "job": job,
-        "status": status_word(f.exit),
+        "status": f.exit.word(),
         "exit_code": f.exit,
         "collected": f.collected,
         "upserts": f.upserts,
@@ -58,7 +44,7 @@ pub fn line(job: &str, f: &FeedReport) -> Value {
 }
 
 /// Appends one line per feed of a finished job.
-pub fn append(path: &Path, job: &str, report: &JobReport) -> std::io::Result<()> {
+pub fn append(path: &Path, job: Job, report: &JobReport) -> std::io::Result<()> {
     let lines: Vec<Value> = report.feeds.iter().map(|f| line(job, f)).collect();
     append_lines(path, &lines)
 }
@@ -67,9 +53,9 @@ pub fn append(path: &Path, job: &str, report: &JobReport) -> std::io::Result<()>
 /// file failed): each feed gets the job's error.
 pub fn append_failed(
     path: &Path,
-    job: &str,
+    job: Job,
     feeds: &[&str],
-    code: u8,
+    code: ExitCode,
     error: &str,
     elapsed_ms: u64,
 ) -> std::io::Result<()> {

@@ -11,7 +11,8 @@
 //! every HTTP kind, one file per kind, and the `file:` target). Around
 //! them, for operating it: `init` (a first config), `doctor` (checks),
 //! `html` (the status page), `joblog` (the log file) and `report` (text
-//! and JSON views).
+//! and JSON views). Shared words: `job` (the kinds of job and their names),
+//! `error` (typed failures) and `exit_code` (what each means to cron).
 
 pub mod app;
 pub mod canonical;
@@ -22,9 +23,11 @@ pub mod deliver;
 pub mod diff;
 pub mod doctor;
 pub mod error;
+pub mod exit_code;
 pub mod format;
 pub mod html;
 pub mod init;
+pub mod job;
 pub mod joblog;
 pub mod record;
 pub mod report;

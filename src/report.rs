@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::error::Result;
+use crate::job::RunSummary;
 use crate::state::{Counts, ItemFilter, ItemRow, RunRow, State};
 
 #[derive(Debug, Serialize)]
@@ -160,7 +161,7 @@ pub fn runs_json(rows: &[RunRow]) -> Value {
                 "started_at": rfc3339(r.started_at),
                 "finished_at": r.finished_at.map(rfc3339),
                 "exit_code": r.exit_code,
-                "summary": r.summary,
+                "summary": run_summary(r).map(|s| s.text),
             })
         })
         .collect();
@@ -180,14 +181,19 @@ pub fn runs_text(rows: &[RunRow]) -> String {
     for r in rows {
         t.push(vec![
             rfc3339(r.started_at),
-            r.job.clone(),
+            r.job.to_string(),
             r.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "running".into()),
-            r.summary.clone().unwrap_or_default(),
+            run_summary(r).map(|s| s.text).unwrap_or_default(),
         ]);
     }
     table(&t, 2)
+}
+
+/// A run record's summary, once the run has finished.
+pub fn run_summary(r: &RunRow) -> Option<RunSummary> {
+    r.summary.as_deref().map(RunSummary::from_stored)
 }
 
 /// Left-aligned text columns; numbers right-aligned.

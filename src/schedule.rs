@@ -15,8 +15,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Local, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 
-/// The jobs `run` knows, in the order it runs them when several are due.
-pub const JOBS: [&str; 5] = ["sync", "send", "retry", "resync", "cleanup"];
+use crate::job::Job;
 
 /// The state's meta row where `run` records (unix seconds) when it last
 /// looked at the schedule: the next `run`'s window starts there, and
@@ -277,23 +276,23 @@ fn window(last_check: Option<DateTime<Utc>>, now: DateTime<Utc>) -> (DateTime<Ut
     }
 }
 
-/// The jobs due at `now`, in run order: those with a fire time in
+/// The jobs due at `now`, in run order ([`Job::ALL`]): those with a fire time in
 /// (`last_check`, `now`]. The very first check looks at the current minute
 /// only; after downtime each job is due once, however many times it fired.
 /// After the clock stepped back nothing is due until it has passed
 /// `last_check` again, so no scheduled time runs twice.
 pub fn due<'a>(
-    jobs: impl IntoIterator<Item = (&'a str, &'a Cron)>,
+    jobs: impl IntoIterator<Item = (Job, &'a Cron)>,
     last_check: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Vec<&'a str> {
+) -> Vec<Job> {
     let (after, _) = window(last_check, now);
-    let mut due: Vec<&str> = jobs
+    let mut due: Vec<Job> = jobs
         .into_iter()
         .filter(|(_, cron)| after < now && cron.fires_between(after, now))
-        .map(|(name, _)| name)
+        .map(|(job, _)| job)
         .collect();
-    due.sort_by_key(|j| JOBS.iter().position(|k| k == j));
+    due.sort_by_key(|j| j.run_order());
     due
 }
 
@@ -401,17 +400,23 @@ mod tests {
         let every = Cron::parse("* * * * *").unwrap();
         let five = Cron::parse("*/5 * * * *").unwrap();
         let nightly = Cron::parse("0 2 * * *").unwrap();
-        let jobs = || [("cleanup", &nightly), ("retry", &five), ("sync", &every)];
+        let jobs = || {
+            [
+                (Job::Cleanup, &nightly),
+                (Job::Retry, &five),
+                (Job::Sync, &every),
+            ]
+        };
         // First run: only the current minute counts.
         let now = local(2026, 11, 29, 10, 5) + chrono::Duration::seconds(30);
-        assert_eq!(due(jobs(), None, now), vec!["sync", "retry"]);
+        assert_eq!(due(jobs(), None, now), vec![Job::Sync, Job::Retry]);
         let now = local(2026, 11, 29, 10, 6) + chrono::Duration::seconds(30);
-        assert_eq!(due(jobs(), None, now), vec!["sync"]);
+        assert_eq!(due(jobs(), None, now), vec![Job::Sync]);
         // After hours of downtime each job runs once.
         let last = local(2026, 11, 28, 22, 0);
         assert_eq!(
             due(jobs(), Some(last), now),
-            vec!["sync", "retry", "cleanup"]
+            vec![Job::Sync, Job::Retry, Job::Cleanup]
         );
         // Checked this minute already: nothing new.
         assert!(due(jobs(), Some(now), now).is_empty());
@@ -520,7 +525,7 @@ mod tests {
     #[test]
     fn a_clock_stepped_back_holds_the_last_check() {
         let every = Cron::parse("* * * * *").unwrap();
-        let jobs = || [("sync", &every)];
+        let jobs = || [(Job::Sync, &every)];
         let ten = local(2026, 11, 29, 10, 0);
         let nine = local(2026, 11, 29, 9, 0);
         // Set back an hour: nothing is due, and the last check stays.
@@ -529,18 +534,18 @@ mod tests {
         let past = ten + chrono::Duration::seconds(30);
         assert!(due(jobs(), Some(ten), past).is_empty(), "10:00 again");
         let next = local(2026, 11, 29, 10, 1);
-        assert_eq!(due(jobs(), Some(ten), next), ["sync"]);
+        assert_eq!(due(jobs(), Some(ten), next), [Job::Sync]);
         assert_eq!(checked(Some(ten), next), next);
         // Set back further than STEP_BACK_HELD: a clock set right starts
         // afresh at the current minute.
         let fast = ten + chrono::Duration::days(365 * 70);
-        assert_eq!(due(jobs(), Some(fast), ten), ["sync"]);
+        assert_eq!(due(jobs(), Some(fast), ten), [Job::Sync]);
         assert_eq!(checked(Some(fast), ten), ten);
         let held = ten - STEP_BACK_HELD;
         assert!(due(jobs(), Some(ten), held).is_empty());
         assert_eq!(
             due(jobs(), Some(ten), held - chrono::Duration::minutes(1)),
-            ["sync"]
+            [Job::Sync]
         );
     }
 }

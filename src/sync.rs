@@ -12,8 +12,10 @@ use crate::clock;
 use crate::config::{Config, Feed, Mode, Secrets};
 use crate::deliver::{self, Pick};
 use crate::diff;
-use crate::error::{Error, Result, exit};
+use crate::error::{Error, Result};
+use crate::exit_code::ExitCode;
 use crate::format::Splitter;
+use crate::job::RunSummary;
 use crate::source::{self, Opened, Source};
 use crate::spool::Spool;
 use crate::state::{ItemStatus, Queue, State, queue_size, retry_backlog};
@@ -42,7 +44,7 @@ pub struct FeedReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip)]
-    pub exit: u8,
+    pub exit: ExitCode,
     /// Time spent on this feed in this job, for the log file.
     #[serde(skip)]
     pub elapsed_ms: u64,
@@ -59,9 +61,12 @@ impl FeedReport {
         }
     }
 
+    /// Records a failure of this feed; its first one is the one it reports.
     fn fail(&mut self, e: &Error) {
-        self.error = Some(e.to_string());
-        self.exit = e.exit_code();
+        if self.exit.is_ok() {
+            self.error = Some(e.to_string());
+        }
+        self.exit.absorb(e.exit_code());
     }
 
     /// The one-line summary shown on a terminal and kept in the run history.
@@ -114,7 +119,7 @@ fn plural(n: u64) -> &'static str {
 pub struct JobReport {
     pub feeds: Vec<FeedReport>,
     #[serde(skip)]
-    pub exit: u8,
+    pub exit: ExitCode,
 }
 
 impl JobReport {
@@ -122,19 +127,25 @@ impl JobReport {
         if let Some(t) = r.started {
             r.elapsed_ms = t.elapsed().as_millis() as u64;
         }
-        if self.exit == exit::OK && r.exit != exit::OK {
-            self.exit = r.exit;
-        }
+        self.exit.absorb(r.exit);
         self.feeds.push(r);
     }
 
-    /// The run history's summary: one clause per feed.
+    /// The run history's summary text: one clause per feed.
     pub fn summary(&self) -> String {
         self.feeds
             .iter()
             .map(|f| f.line(false))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// The run record's summary: the text, and the items sent in all feeds.
+    pub fn run_summary(&self) -> RunSummary {
+        RunSummary {
+            text: self.summary(),
+            sent: Some(self.feeds.iter().map(|f| f.sent).sum()),
+        }
     }
 }
 
@@ -284,7 +295,7 @@ impl<'a> Jobs<'a> {
                         log::debug!("{}: delivery took {:?}", feed.name, started.elapsed());
                     }
                 }
-                Err(e @ (Error::State(_) | Error::Locked(_))) => return Err(e),
+                Err(e) if e.stops_job() => return Err(e),
                 Err(e) => report.fail(&e),
             }
             if !plan.dry_run {
@@ -532,8 +543,8 @@ impl<'a> Jobs<'a> {
                 feed.name
             );
         }
-        if report.exit == exit::OK && report.retry + report.failed > 0 {
-            report.exit = exit::ITEMS_FAILED;
+        if report.retry + report.failed > 0 {
+            report.exit.absorb(ExitCode::ItemsFailed);
         }
         Ok(())
     }

@@ -387,3 +387,57 @@ fn read_only_commands_work_on_a_full_disk() {
         assert!(!env.path(leftover).exists(), "{leftover} left behind");
     }
 }
+
+/// The run history keeps its summary as people read it, the status page
+/// charts the items each run sent, and a run record naming a job this
+/// build does not know is an error, not some other job.
+#[test]
+fn run_records_keep_their_summary_figures_and_job_names() {
+    let dir = tempfile::tempdir().unwrap();
+    feedsync_in(dir.path(), &["init"]).assert_code(0);
+    let sync = feedsync_in(dir.path(), &["sync", "--json"]);
+    sync.assert_code(0);
+    let sent: u64 = sync.json()["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["sent"].as_u64().unwrap())
+        .sum();
+    assert!(sent > 0);
+
+    let runs = feedsync_in(dir.path(), &["runs", "--json"]);
+    runs.assert_code(0);
+    let summary = runs.json()["runs"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(summary.starts_with("products: "), "{summary}");
+    assert!(summary.contains(" sent"), "{summary}");
+    let text = feedsync_in(dir.path(), &["runs"]);
+    text.assert_code(0);
+    assert!(text.stdout.contains(&summary), "{}", text.stdout);
+
+    feedsync_in(dir.path(), &["report", "--out", "page.html"]).assert_code(0);
+    let page = std::fs::read_to_string(dir.path().join("page.html")).unwrap();
+    assert!(page.contains(&format!(">{sent} sent</text>")), "{page}");
+    assert!(
+        page.contains(&format!("sync — exit 0 done — {sent} sent")),
+        "{page}"
+    );
+
+    let db = rusqlite::Connection::open(dir.path().join("feedsync.sqlite")).unwrap();
+    db.execute(
+        "INSERT INTO runs (job, started_at, finished_at, exit_code, summary)
+         VALUES ('backfill', 1, 2, 0, 'x')",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let runs = feedsync_in(dir.path(), &["runs", "--json"]);
+    runs.assert_code(5);
+    assert!(
+        runs.stderr.contains("unknown job `backfill`"),
+        "{}",
+        runs.stderr
+    );
+}

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 pub use self::secrets::{SecretNames, Secrets, read_secrets};
 use crate::error::{Error, Result};
+use crate::job::Job;
 use crate::schedule::Cron;
 
 /// Where the config comes from: `--config`, then `$FEEDSYNC_CONFIG`, then
@@ -166,7 +167,7 @@ pub struct Feed {
 /// One `[schedule]` line: a job and when it runs.
 #[derive(Debug, Clone)]
 pub struct Scheduled {
-    pub job: &'static str,
+    pub job: Job,
     pub line: String,
     pub cron: Cron,
 }
@@ -285,7 +286,7 @@ key = ["sku"]
         );
         assert!(f.target.gzip);
         assert!(!f.keep_data);
-        let jobs: Vec<&str> = c.schedule.iter().map(|s| s.job).collect();
+        let jobs: Vec<&str> = c.schedule.iter().map(|s| s.job.as_str()).collect();
         assert_eq!(jobs, ["sync", "send", "retry", "cleanup"]);
         let e = parse(&format!("[schedule]\nsync = \"61 * * * *\"\n{MINIMAL}")).unwrap_err();
         assert!(e.to_string().contains("schedule.sync"), "{e}");

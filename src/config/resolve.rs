@@ -13,6 +13,7 @@ use super::{
     format_from_name, parent_dir,
 };
 use crate::error::{Error, Result};
+use crate::job::Job;
 use crate::schedule::Cron;
 
 /// Resolves one file's raw tables; it knows the file's name for errors and
@@ -88,11 +89,11 @@ impl<'a> Resolver<'a> {
         let s = raw.schedule;
         let mut schedule = Vec::new();
         for (job, line) in [
-            ("sync", Some(s.sync)),
-            ("send", Some(s.send)),
-            ("retry", Some(s.retry)),
-            ("resync", s.resync),
-            ("cleanup", Some(s.cleanup)),
+            (Job::Sync, Some(s.sync)),
+            (Job::Send, Some(s.send)),
+            (Job::Retry, Some(s.retry)),
+            (Job::Resync, s.resync),
+            (Job::Cleanup, Some(s.cleanup)),
         ] {
             let Some(line) = line else { continue };
             let cron = Cron::parse(&line)

@@ -89,7 +89,8 @@ impl State {
             }
         }
         result.map_err(|e| match e {
-            Error::State(m) => fail(&m.trim_start_matches("state file: ")),
+            Error::State(m) => fail(&m),
+            Error::Sqlite(e) => fail(&e),
             e => e,
         })
     }

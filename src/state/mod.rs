@@ -66,7 +66,7 @@ impl State {
                     path: path.to_path_buf(),
                 };
                 state.setup().map_err(|e| match e {
-                    Error::State(m) if m.starts_with("state file:") => fail(&m[12..].trim_start()),
+                    Error::Sqlite(e) => fail(&e),
                     e => e,
                 })?;
                 Ok(state)
@@ -167,15 +167,15 @@ impl State {
     /// write lock on a connection of its own and lets it go at once,
     /// changing nothing. (Its own, because the state a look opened is
     /// read-only.)
-    pub fn check_writable(path: &Path) -> Result<()> {
-        let tried = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .and_then(|conn| {
+    pub fn check_writable(path: &Path) -> rusqlite::Result<()> {
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).and_then(
+            |conn| {
                 // A run may hold the write lock for a whole collect: do not
                 // wait long.
                 conn.busy_timeout(std::time::Duration::from_secs(2))?;
                 conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-            });
-        tried.map_err(|e| Error::State(e.to_string()))
+            },
+        )
     }
 }
 

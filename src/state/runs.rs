@@ -8,7 +8,7 @@ use crate::error::Result;
 
 impl State {
     /// Starts a run record; `finish_run` completes it.
-    pub fn start_run(&self, job: &str, at: i64) -> Result<i64> {
+    pub fn start_run(&self, job: crate::job::Job, at: i64) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO runs (job, started_at) VALUES (?1, ?2)",
             params![job, at],
@@ -51,7 +51,7 @@ impl State {
     }
 
     /// The newest run that has not finished: (job, started_at).
-    pub fn unfinished_run(&self) -> Result<Option<(String, i64)>> {
+    pub fn unfinished_run(&self) -> Result<Option<(crate::job::Job, i64)>> {
         Ok(self
             .conn
             .query_row(
@@ -89,7 +89,7 @@ impl State {
 /// One run record, as `runs` shows it.
 #[derive(Debug)]
 pub struct RunRow {
-    pub job: String,
+    pub job: crate::job::Job,
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub exit_code: Option<u8>,

@@ -82,7 +82,7 @@ mod tests {
     fn unknown_text_is_a_state_error_naming_it() {
         let e = ItemStatus::from_sql("lost").unwrap_err();
         assert!(matches!(e, Error::State(_)), "{e:?}");
-        assert_eq!(e.exit_code(), crate::error::exit::STATE);
+        assert_eq!(e.exit_code(), crate::exit_code::ExitCode::State);
         assert!(e.to_string().contains("`lost`"), "{e}");
     }
 

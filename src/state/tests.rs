@@ -33,7 +33,7 @@ fn counts_read_each_status_into_its_own_count() {
 fn an_unknown_status_is_a_state_error_not_a_failed_item() {
     let (_dir, state, feed) = with_status("lost");
     let e = state.counts(feed).unwrap_err();
-    assert_eq!(e.exit_code(), crate::error::exit::STATE, "{e}");
+    assert_eq!(e.exit_code(), crate::exit_code::ExitCode::State, "{e}");
     assert!(e.to_string().contains("`lost`"), "{e}");
     let filter = ItemFilter {
         status: None,
