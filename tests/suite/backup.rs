@@ -1,13 +1,12 @@
 //! `feedsync backup`: a sound copy even while a run is writing, and a
 //! restored backup that converges on the source with resends only.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn setup(receiver: &Receiver, rows: &[Value]) -> Env {

@@ -3,12 +3,11 @@
 //! final clean run the receiver must hold exactly the export, and the state
 //! file must pass `PRAGMA integrity_check`.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn write_export(env: &Env, catalog: &BTreeMap<String, Value>) {

@@ -2,11 +2,10 @@
 //! DESIGN.md's response table, backoff and Retry-After, give-up after
 //! max_attempts, bisection, timeouts, and secrets kept out of logs.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};

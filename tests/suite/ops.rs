@@ -1,12 +1,11 @@
 //! Setting feedsync up and looking at it: `init`, shell completions, the
 //! man page, the JSON-lines log and the HTML report.
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn feedsync_in(dir: &Path, args: &[&str]) -> Run {
@@ -111,7 +110,7 @@ fn completions_for_each_shell() {
 
 /// The man pages in doc/man are generated from the clap definition; this
 /// fails when they are stale. Regenerate with
-/// `FEEDSYNC_UPDATE_MAN=1 cargo test --test ops man_pages`.
+/// `FEEDSYNC_UPDATE_MAN=1 cargo test --test integration ops::man_pages`.
 #[test]
 fn man_pages_are_up_to_date() {
     use clap::CommandFactory;
@@ -139,7 +138,7 @@ fn man_pages_are_up_to_date() {
         assert_eq!(
             std::fs::read_to_string(committed.join(&name)).unwrap(),
             std::fs::read_to_string(fresh.path().join(&name)).unwrap(),
-            "doc/man/{name} is stale: FEEDSYNC_UPDATE_MAN=1 cargo test --test ops man_pages"
+            "doc/man/{name} is stale: FEEDSYNC_UPDATE_MAN=1 cargo test --test integration ops::man_pages"
         );
     }
     let page = std::fs::read_to_string(committed.join("feedsync.1")).unwrap();

@@ -1,9 +1,8 @@
 //! `feedsync doctor`: all well on a healthy setup (exit 0), and each broken
 //! thing reported as a problem with a fix (exit 1).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// A healthy installation that `run` has served at 10:00 UTC: feed `p`

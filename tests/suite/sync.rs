@@ -1,9 +1,8 @@
 //! Partial sync end to end: the real binary, a real state file and a real
 //! loopback receiver, fed the Luma sample export.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const LUMA_FEED: &str = r#"name = "products"

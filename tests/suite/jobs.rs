@@ -1,11 +1,10 @@
 //! The cron appliance: `run` and its schedules, `resync` and its flags,
 //! legacy collect-then-send, `cleanup`, and `daemon` shutdown.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn items(n: usize) -> String {

@@ -3,13 +3,12 @@
 //! rows of the wrong width), and the limits that bound what one record may
 //! cost (`max_record_bytes`, the 128-level nesting limit).
 
-mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 
 fn csv_feed(receiver: &Receiver) -> Env {
     let env = Env::new();

@@ -2,9 +2,8 @@
 //! with ETags on loopback, real shell commands, a real SQLite database; and
 //! incremental feeds.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn ndjson(rows: &[Value]) -> String {
@@ -26,7 +25,7 @@ fn posts(receiver: &Receiver) -> Vec<Request> {
         .collect()
 }
 
-use common::receiver::Request;
+use crate::common::receiver::Request;
 
 #[test]
 fn http_source_with_etag_sends_only_changes_and_304_costs_nothing() {

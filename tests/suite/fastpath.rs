@@ -3,9 +3,8 @@
 //! the bytes, a change is never missed, and bytes seen before never cause a
 //! send.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn setup(receiver: &Receiver, feed_extra: &str) -> Env {
