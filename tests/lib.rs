@@ -18,4 +18,5 @@ mod suite {
     mod receiver_selftest;
     mod sources;
     mod sync;
+    mod target_kinds;
 }

@@ -1,7 +1,6 @@
 //! `feedsync backup`: a sound copy even while a run is writing, and a
 //! restored backup that converges on the source with resends only.
 
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -3,7 +3,6 @@
 //! final clean run the receiver must hold exactly the export, and the state
 //! file must pass `PRAGMA integrity_check`.
 
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,9 @@
 //! DESIGN.md's response table, backoff and Retry-After, give-up after
 //! max_attempts, bisection, timeouts, and secrets kept out of logs.
 
-
 use std::time::{Duration, Instant};
 
+use crate::common::targets;
 use crate::common::*;
 use std::collections::BTreeMap;
 
@@ -505,31 +505,10 @@ fn file_target_env(out: &std::path::Path, n: usize) -> Env {
 /// `skip` on: every line must be a whole envelope of feed `p`. id → data as
 /// last written.
 fn read_file_target(out: &std::path::Path, skip: usize) -> BTreeMap<String, Value> {
-    let bytes = std::fs::read(out).unwrap();
-    let bytes = &bytes[skip..];
-    assert!(
-        bytes.is_empty() || bytes.ends_with(b"\n"),
-        "the file ends mid-line: …{}",
-        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(80)..])
-    );
-    let mut got = BTreeMap::new();
-    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let batch: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
-            panic!(
-                "line {} is not a whole envelope ({e}): {}…",
-                n + 1,
-                String::from_utf8_lossy(&line[..line.len().min(200)])
-            )
-        });
-        assert_eq!(batch["feed"], "p", "line {}", n + 1);
-        for item in batch["items"].as_array().unwrap() {
-            got.insert(item_id_of(item), item["data"].clone());
-        }
+    for (n, batch) in targets::file_envelopes(out, skip).iter().enumerate() {
+        assert_eq!(batch["feed"], "p", "envelope {}", n + 1);
     }
-    got
+    targets::file_mirror(out, skip, "p")
 }
 
 fn item_id_of(item: &Value) -> String {

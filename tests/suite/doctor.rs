@@ -1,7 +1,6 @@
 //! `feedsync doctor`: all well on a healthy setup (exit 0), and each broken
 //! thing reported as a problem with a fix (exit 1).
 
-
 use crate::common::*;
 use serde_json::json;
 

@@ -3,7 +3,6 @@
 //! the bytes, a change is never missed, and bytes seen before never cause a
 //! send.
 
-
 use crate::common::*;
 use serde_json::{Value, json};
 

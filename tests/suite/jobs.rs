@@ -1,7 +1,6 @@
 //! The cron appliance: `run` and its schedules, `resync` and its flags,
 //! legacy collect-then-send, `cleanup`, and `daemon` shutdown.
 
-
 use std::time::Duration;
 
 use crate::common::*;

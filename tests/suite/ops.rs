@@ -1,7 +1,6 @@
 //! Setting feedsync up and looking at it: `init`, shell completions, the
 //! man page, the JSON-lines log and the HTML report.
 
-
 use std::path::Path;
 use std::process::Command;
 

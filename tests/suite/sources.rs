@@ -2,7 +2,6 @@
 //! with ETags on loopback, real shell commands, a real SQLite database; and
 //! incremental feeds.
 
-
 use crate::common::*;
 use serde_json::{Value, json};
 

@@ -1,7 +1,6 @@
 //! Partial sync end to end: the real binary, a real state file and a real
 //! loopback receiver, fed the Luma sample export.
 
-
 use crate::common::*;
 use serde_json::{Value, json};
 
