@@ -125,6 +125,6 @@ fn sigkill_at_random_moments_loses_nothing() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
-    let statuses = env.statuses("p");
+    let statuses = env.statuses_via_cli("p");
     assert!(statuses.values().all(|s| s == "sent"));
 }

@@ -187,7 +187,7 @@ fn resync_sends_what_is_undelivered_and_force_sends_everything() {
         ["delete A4", "upsert A0", "upsert A1", "upsert A3"]
     );
     assert!(receiver.requests().iter().all(|r| r.body["sync"] == "full"));
-    assert!(env.statuses("p").values().all(|s| s == "sent"));
+    assert!(env.statuses_via_cli("p").values().all(|s| s == "sent"));
 
     // --force: every item the source has; the delivered tombstone A4 is not resent.
     receiver.clear_requests();
@@ -336,12 +336,12 @@ fn an_interrupted_resync_carries_on_in_the_next_run() {
     receiver.push(Behavior::Status(503, "maintenance".into()));
     env.run(&["resync", "--feed", "p", "--force"])
         .assert_code(1);
-    let statuses = env.statuses("p");
+    let statuses = env.statuses_via_cli("p");
     let pending = statuses.values().filter(|s| *s == "pending").count();
     assert_eq!(pending, 10, "the batches not tried stay pending");
     env.run(&["sync"]).assert_code(0);
     assert!(
-        env.statuses("p")
+        env.statuses_via_cli("p")
             .values()
             .filter(|s| *s == "pending")
             .count()
@@ -395,7 +395,7 @@ fn cleanup_drops_only_old_delivered_tombstones() {
         "{}",
         run.stderr
     );
-    let ids: Vec<String> = env.statuses("p").into_keys().collect();
+    let ids: Vec<String> = env.statuses_via_cli("p").into_keys().collect();
     assert_eq!(ids, ["A3", "A4", "A5", "A6", "A7", "A8", "A9"]);
     let runs = env.run(&["runs", "--json"]).json();
     assert_eq!(runs["runs"][0]["job"], "cleanup");
@@ -419,7 +419,7 @@ fn daemon_finishes_the_batch_in_flight_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     // The batch in flight was answered and recorded; no more were sent.
     assert_eq!(receiver.request_count(), 1);
-    let statuses = env.statuses("p");
+    let statuses = env.statuses_via_cli("p");
     assert_eq!(statuses.values().filter(|s| *s == "sent").count(), 10);
     assert_eq!(statuses.values().filter(|s| *s == "pending").count(), 40);
     let runs = env.run(&["runs", "--json"]).json();

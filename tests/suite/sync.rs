@@ -64,7 +64,7 @@ fn first_sync_delivers_every_row_and_a_second_sends_nothing() {
     }
     assert!(requests[0].items().len() == 500 && requests[3].items().len() == 494);
 
-    let statuses = env.statuses("products");
+    let statuses = env.statuses_via_cli("products");
     assert_eq!(statuses.len(), 1994);
     assert!(statuses.values().all(|s| s == "sent"));
 
@@ -332,7 +332,7 @@ fn a_500_leaves_items_unsent_and_a_later_run_delivers_them() {
     assert_eq!(receiver.request_count(), 2);
     assert_eq!(receiver.catalog("products").len(), 500);
 
-    let statuses = env.statuses("products");
+    let statuses = env.statuses_via_cli("products");
     let count = |s: &str| statuses.values().filter(|v| *v == s).count();
     assert_eq!(
         (count("sent"), count("retry"), count("pending")),
@@ -354,7 +354,11 @@ fn a_500_leaves_items_unsent_and_a_later_run_delivers_them() {
     env.set_env("FEEDSYNC_NOW", &later);
     env.run(&["retry"]).assert_code(0);
     assert_eq!(receiver.catalog("products").len(), 1994);
-    assert!(env.statuses("products").values().all(|s| s == "sent"));
+    assert!(
+        env.statuses_via_cli("products")
+            .values()
+            .all(|s| s == "sent")
+    );
 }
 
 #[test]
