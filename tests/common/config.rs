@@ -88,6 +88,17 @@ impl ConfigBuilder {
         ConfigBuilder::default()
     }
 
+    /// `[target]` at `url` retrying after 60 s, and one feed: the typed
+    /// form of `config_for`.
+    pub fn one_feed(url: &str, feed: FeedConfig) -> ConfigBuilder {
+        ConfigBuilder::new()
+            .target(|t| {
+                t.url = url.into();
+                t.retry_base_secs = Some(60);
+            })
+            .feed(feed)
+    }
+
     /// `[target]` with this URL (and its other keys as they were).
     pub fn target_url(mut self, url: &str) -> ConfigBuilder {
         self.target.get_or_insert_with(TargetConfig::default).url = url.into();

@@ -26,9 +26,11 @@ fn sigkill_at_random_moments_loses_nothing() {
     let mut rng = Rng(seed);
     let receiver = Receiver::start();
     let mut env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/{feed}"),
-        "name = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nbatch_size = 25\nmax_deletes = \"100%\"",
+        FeedConfig::new("p", "p.ndjson", &["sku"])
+            .with("batch_size", 25)
+            .with("max_deletes", "100%"),
     ));
 
     let mut next_id = 0u64;

@@ -11,9 +11,9 @@ use crate::common::*;
 
 fn csv_feed(receiver: &Receiver) -> Env {
     let env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/feeds/{feed}"),
-        "name = \"p\"\nsource = \"p.csv\"\nkey = [\"sku\"]",
+        FeedConfig::new("p", "p.csv", &["sku"]),
     ));
     env
 }
