@@ -89,7 +89,7 @@ impl ConfigBuilder {
     }
 
     /// `[target]` at `url` retrying after 60 s, and one feed: the typed
-    /// form of `config_for`.
+    /// setup most tests share.
     pub fn one_feed(url: &str, feed: FeedConfig) -> ConfigBuilder {
         ConfigBuilder::new()
             .target(|t| {

@@ -216,11 +216,6 @@ impl Rng {
     }
 }
 
-/// A `[target]` + one feed config against a receiver.
-pub fn config_for(receiver_url: &str, feed: &str) -> String {
-    format!("[target]\nurl = \"{receiver_url}\"\nretry_base_secs = 60\n\n[[feeds]]\n{feed}\n")
-}
-
 /// Polls `done` every 20 ms until it holds; panics naming `what` after `limit`.
 pub fn wait_for(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
     let started = std::time::Instant::now();

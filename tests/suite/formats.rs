@@ -225,12 +225,19 @@ const HUGE: usize = 20 << 20;
 
 /// A feed of `format` read from `file` into a `file:` target, so the test
 /// process never has to hold a huge record itself.
-fn file_feed(format: &str, file: &str, top: &str) -> Env {
+/// `max_record_bytes`, when given, is set at the top level.
+fn file_feed(format: &str, file: &str, max_record_bytes: Option<i64>) -> Env {
     let env = Env::new();
-    env.config(&format!(
-        "{top}[target]\nurl = \"file:out.ndjson\"\n\n[[feeds]]\nname = \"p\"\n\
-         source = \"{file}\"\nformat = \"{format}\"\nkey = [\"sku\"]\n"
-    ));
+    let mut config = ConfigBuilder::new()
+        .target_url("file:out.ndjson")
+        .feed(FeedConfig {
+            format: Some(format.into()),
+            ..FeedConfig::new("p", file, &["sku"])
+        });
+    if let Some(cap) = max_record_bytes {
+        config = config.top("max_record_bytes", cap);
+    }
+    env.write_config(&config);
     env
 }
 
@@ -257,7 +264,7 @@ fn synced_before(env: &Env, file: &str, text: &str) -> Vec<String> {
 
 #[test]
 fn a_huge_ndjson_line_is_refused_before_it_costs_its_size() {
-    let env = file_feed("ndjson", "p.ndjson", "");
+    let env = file_feed("ndjson", "p.ndjson", None);
     let before = synced_before(&env, "p.ndjson", "{\"sku\":\"A\"}\n{\"sku\":\"C\"}\n");
     // A valid record: a numeric array, the costliest kind to parse.
     write_big(
@@ -280,7 +287,7 @@ fn a_huge_ndjson_line_is_refused_before_it_costs_its_size() {
 
 #[test]
 fn a_huge_json_array_element_is_refused_before_it_costs_its_size() {
-    let env = file_feed("json", "p.json", "");
+    let env = file_feed("json", "p.json", None);
     let before = synced_before(&env, "p.json", "[{\"sku\":\"A\"},\n{\"sku\":\"C\"}]\n");
     write_big(
         &env,
@@ -302,7 +309,7 @@ fn a_huge_json_array_element_is_refused_before_it_costs_its_size() {
 
 #[test]
 fn a_huge_csv_row_is_refused_before_it_costs_its_size() {
-    let env = file_feed("csv", "p.csv", "");
+    let env = file_feed("csv", "p.csv", None);
     let before = synced_before(&env, "p.csv", "sku,desc\nA,x\nC,y\n");
     // One row: a quoted description of many lines.
     write_big(
@@ -330,7 +337,7 @@ fn max_record_bytes_from_the_config_takes_effect() {
         format!("{head}{}\"}}", "x".repeat(len - head.len() - 2))
     };
     for (format, file) in [("ndjson", "p.ndjson"), ("json", "p.json")] {
-        let env = file_feed(format, file, "max_record_bytes = 4096\n");
+        let env = file_feed(format, file, Some(4096));
         let text = |records: &[String]| match format {
             "json" => format!("[{}]", records.join(",\n")),
             _ => records.join("\n") + "\n",
@@ -364,7 +371,7 @@ fn nested(sku: &str, levels: usize) -> String {
 #[test]
 fn nesting_deeper_than_128_levels_is_refused_naming_the_record() {
     for (format, file) in [("ndjson", "p.ndjson"), ("json", "p.json")] {
-        let env = file_feed(format, file, "");
+        let env = file_feed(format, file, None);
         let lines = |records: &[String]| match format {
             "json" => format!("[{}]", records.join(",\n")),
             _ => records.join("\n") + "\n",

@@ -504,8 +504,11 @@ fn config_errors_name_the_key_and_exit_2() {
 fn the_config_is_found_by_flag_env_then_working_directory() {
     let env = Env::new();
     env.write("p.ndjson", "{\"sku\":\"A\"}\n");
-    let cfg = "[target]\nurl = \"file:out/{feed}.ndjson\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n";
-    env.write("sub/feedsync.toml", cfg);
+    let cfg = ConfigBuilder::new()
+        .target_url("file:out/{feed}.ndjson")
+        .feed(FeedConfig::new("p", "p.ndjson", &["sku"]))
+        .to_toml();
+    env.write("sub/feedsync.toml", &cfg);
     env.write("sub/p.ndjson", "{\"sku\":\"A\"}\n{\"sku\":\"B\"}\n");
     let bin = env!("CARGO_BIN_EXE_feedsync");
     let status = |cmd: &mut std::process::Command| -> Run { cmd.output().unwrap().into() };
@@ -533,7 +536,7 @@ fn the_config_is_found_by_flag_env_then_working_directory() {
     assert_eq!(run.json()["feeds"][0]["live"], 2);
 
     // --config wins over the environment.
-    env.write("feedsync.toml", cfg);
+    env.write("feedsync.toml", &cfg);
     let run = status(
         std::process::Command::new(bin)
             .current_dir(env.path("sub"))
