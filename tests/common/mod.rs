@@ -216,11 +216,6 @@ impl Rng {
     }
 }
 
-/// A `[target]` + one feed config against a receiver.
-pub fn config_for(receiver_url: &str, feed: &str) -> String {
-    format!("[target]\nurl = \"{receiver_url}\"\nretry_base_secs = 60\n\n[[feeds]]\n{feed}\n")
-}
-
 /// Polls `done` every 20 ms until it holds; panics naming `what` after `limit`.
 pub fn wait_for(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
@@ -241,4 +236,44 @@ pub fn wait_exit(
         status.is_some()
     });
     status.unwrap()
+}
+
+pub mod config;
+pub mod targets;
+
+pub use config::{ConfigBuilder, FeedConfig, TargetConfig};
+pub use targets::{FileTarget, TargetFake, TargetKind};
+
+impl Env {
+    /// Writes `feedsync.toml` from a builder.
+    pub fn write_config(&self, config: &ConfigBuilder) {
+        self.config(&config.to_toml());
+    }
+
+    /// id → status for a feed, as `items --json` reports them (tombstones
+    /// included): what a user sees, for tests of behaviour. `statuses`
+    /// reads the file itself, for tests about the file.
+    pub fn statuses_via_cli(&self, feed: &str) -> BTreeMap<String, String> {
+        let run = self.run(&["items", "--feed", feed, "--json", "--limit", "1000000000"]);
+        run.assert_code(0);
+        run.json()["items"]
+            .as_array()
+            .expect("items --json has an items array")
+            .iter()
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_string(),
+                    i["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// How many items of `feed` have `status`, via `items --json`.
+    pub fn count_via_cli(&self, feed: &str, status: &str) -> usize {
+        self.statuses_via_cli(feed)
+            .values()
+            .filter(|s| *s == status)
+            .count()
+    }
 }

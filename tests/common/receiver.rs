@@ -109,7 +109,8 @@ struct State {
     default: Behavior,
     queue: VecDeque<Behavior>,
     requests: Vec<Request>,
-    delivered: Vec<Value>,
+    /// (feed, item) of every applied item, in order.
+    delivered: Vec<(String, Value)>,
     catalogs: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
@@ -243,7 +244,12 @@ impl Receiver {
     /// Every applied item of every 2xx batch, in order (items refused by
     /// `Results` with `ok: false` are left out).
     pub fn delivered_items(&self) -> Vec<Value> {
-        self.shared.state().delivered.clone()
+        self.shared
+            .state()
+            .delivered
+            .iter()
+            .map(|(_, item)| item.clone())
+            .collect()
     }
 
     /// The receiver's view of a feed: id → data.
@@ -254,6 +260,32 @@ impl Receiver {
             .get(feed)
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+impl Receiver {
+    /// The ids of `feed`'s applied items, in the order they arrived
+    /// (since the last `clear_requests`).
+    pub fn sent_ids(&self, feed: &str) -> Vec<String> {
+        self.sent_ops(feed).into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// (op, id) of `feed`'s applied items, in the order they arrived
+    /// (since the last `clear_requests`).
+    pub fn sent_ops(&self, feed: &str) -> Vec<(String, String)> {
+        self.shared
+            .state()
+            .delivered
+            .iter()
+            .filter(|(f, _)| f == feed)
+            .map(|(_, item)| (item["op"].as_str().unwrap_or("").to_string(), item_id(item)))
+            .collect()
+    }
+
+    /// What the receiver holds for `feed` after every acknowledged batch:
+    /// id → data (the same as `catalog`, named as every target fake names it).
+    pub fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
+        self.catalog(feed)
     }
 }
 
@@ -424,7 +456,7 @@ fn apply(st: &mut State, req: &Request, behavior: &Behavior) {
         if refused.contains(&id) {
             continue;
         }
-        st.delivered.push(item.clone());
+        st.delivered.push((feed.clone(), item.clone()));
         let catalog = st.catalogs.entry(feed.clone()).or_default();
         match item["op"].as_str() {
             Some("upsert") => {

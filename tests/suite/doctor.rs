@@ -1,20 +1,25 @@
 //! `feedsync doctor`: all well on a healthy setup (exit 0), and each broken
 //! thing reported as a problem with a fix (exit 1).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
+
+/// The config of [`healthy`]: feed `p` with a bearer token, against the
+/// receiver.
+fn healthy_config(receiver: &Receiver) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .target(|t| {
+            t.url = receiver.url("/{feed}");
+            t.token_env = Some("SHOP_TOKEN".into());
+        })
+        .feed(FeedConfig::new("p", "p.ndjson", &["sku"]))
+}
 
 /// A healthy installation that `run` has served at 10:00 UTC: feed `p`
 /// with a bearer token, against the receiver.
 fn healthy(receiver: &Receiver) -> Env {
     let mut env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\ntoken_env = \"SHOP_TOKEN\"\n\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(&healthy_config(receiver));
     env.write("p.ndjson", "{\"sku\":\"A\"}\n{\"sku\":\"B\"}\n");
     env.set_env("SHOP_TOKEN", "s3cret-value");
     env.set_env("TZ", "UTC");
@@ -116,8 +121,9 @@ fn a_target_that_is_down() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let config = std::fs::read_to_string(env.config_path()).unwrap();
-    env.config(&config.replace(&receiver.base_url(), &format!("http://127.0.0.1:{port}")));
+    env.write_config(
+        &healthy_config(&receiver).target_url(&format!("http://127.0.0.1:{port}/{{feed}}")),
+    );
     assert_one_problem(&doctor(&env), &["target p", "did not answer"]);
 }
 
@@ -127,8 +133,7 @@ fn an_unwritable_file_target() {
     let env = healthy(&receiver);
     // A file where the target's folder should be: nobody can write there.
     env.write("blocked", "");
-    let config = std::fs::read_to_string(env.config_path()).unwrap();
-    env.config(&config.replace(&receiver.url("/{feed}"), "file:blocked/{feed}.ndjson"));
+    env.write_config(&healthy_config(&receiver).target_url("file:blocked/{feed}.ndjson"));
     assert_one_problem(&doctor(&env), &["target p", "blocked"]);
     assert!(!env.path("blocked").is_dir());
 }
@@ -166,8 +171,7 @@ fn a_stale_last_run_means_cron_stopped() {
     );
 
     // A nightly sync: twice its gap (48 h) before doctor worries.
-    let config = std::fs::read_to_string(env.config_path()).unwrap();
-    env.config(&config.replace("[[feeds]]", "[schedule]\nsync = \"0 2 * * *\"\n\n[[feeds]]"));
+    env.write_config(&healthy_config(&receiver).schedule("sync", "0 2 * * *"));
     env.set_env("FEEDSYNC_NOW", "2026-11-30T10:00:00Z");
     doctor(&env).assert_code(0);
     env.set_env("FEEDSYNC_NOW", "2026-12-01T10:01:00Z");
@@ -238,12 +242,22 @@ fn a_lock_held_past_source_timeout_names_the_run_that_holds_it() {
     let env = healthy(&receiver);
     // The command hangs while `stuck` exists, as an export waiting on a
     // dead database would; doctor's own read of it must not.
-    env.config(&format!(
-        "source_timeout_secs = 60\n[target]\nurl = \"{}\"\ntoken_env = \"SHOP_TOKEN\"\n\n\
-         [[feeds]]\nname = \"p\"\nkey = [\"sku\"]\nformat = \"ndjson\"\n\
-         command = \"if [ -e stuck ]; then echo $$ > cmd.pid; exec sleep 60; else cat p.ndjson; fi\"\n",
-        receiver.url("/{feed}")
-    ));
+    let command = "if [ -e stuck ]; then echo $$ > cmd.pid; exec sleep 60; else cat p.ndjson; fi";
+    let feed = FeedConfig {
+        format: Some("ndjson".into()),
+        key: vec!["sku".into()],
+        ..FeedConfig::default()
+    };
+    env.write_config(
+        &ConfigBuilder {
+            feeds: vec![FeedConfig {
+                name: "p".into(),
+                ..feed.with("command", command)
+            }],
+            ..healthy_config(&receiver)
+        }
+        .top("source_timeout_secs", 60),
+    );
     env.write("stuck", "");
     // The run starts at 10:03 by its clock.
     let mut run = env.command(&["sync"]).spawn().unwrap();

@@ -3,18 +3,25 @@
 //! the bytes, a change is never missed, and bytes seen before never cause a
 //! send.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
-fn setup(receiver: &Receiver, feed_extra: &str) -> Env {
+/// Feed `p` (any share of deletes allowed) with these `hash_exclude` fields.
+fn config(receiver: &Receiver, hash_exclude: &[&str]) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .target(|t| {
+            t.url = receiver.url("/{feed}");
+            t.batch_size = Some(100);
+        })
+        .feed(FeedConfig {
+            hash_exclude: hash_exclude.iter().map(|f| f.to_string()).collect(),
+            ..FeedConfig::new("p", "p.ndjson", &["sku"]).with("max_deletes", "100%")
+        })
+}
+
+fn setup(receiver: &Receiver, hash_exclude: &[&str]) -> Env {
     let env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\nbatch_size = 100\n\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\n\
-         key = [\"sku\"]\nmax_deletes = \"100%\"\n{feed_extra}\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(&config(receiver, hash_exclude));
     env
 }
 
@@ -24,11 +31,7 @@ fn lines(rows: &[String]) -> String {
 
 /// Ids the receiver got in the last run.
 fn sent(receiver: &Receiver) -> Vec<String> {
-    let mut ids: Vec<String> = receiver
-        .delivered_items()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut ids = receiver.sent_ids("p");
     ids.sort();
     receiver.clear_requests();
     ids
@@ -37,7 +40,7 @@ fn sent(receiver: &Receiver) -> Vec<String> {
 #[test]
 fn a_changed_record_is_never_missed_whatever_its_bytes() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, "");
+    let env = setup(&receiver, &[]);
     let mut rng = Rng(0xfeed_5eed);
     let mut rows: Vec<String> = (0..300)
         .map(|i| {
@@ -94,7 +97,7 @@ fn a_changed_record_is_never_missed_whatever_its_bytes() {
 #[test]
 fn bytes_seen_before_never_cause_a_send() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, "hash_exclude = [\"seen_at\"]");
+    let env = setup(&receiver, &["seen_at"]);
     let rows: Vec<String> = (0..200)
         .map(|i| json!({"sku": format!("S{i:03}"), "n": i, "seen_at": 1}).to_string())
         .collect();
@@ -134,7 +137,7 @@ fn bytes_seen_before_never_cause_a_send() {
 #[test]
 fn a_config_change_that_changes_meaning_is_not_hidden_by_old_bytes() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, "hash_exclude = [\"stock\"]");
+    let env = setup(&receiver, &["stock"]);
     let rows = [
         json!({"sku": "A", "stock": 1}).to_string(),
         json!({"sku": "B", "stock": 2}).to_string(),
@@ -145,11 +148,7 @@ fn a_config_change_that_changes_meaning_is_not_hidden_by_old_bytes() {
     // stock now counts. The same bytes hash differently under the new rules,
     // and the receiver may hold stale stock (changes to it were not sent),
     // so every item goes once.
-    env.config(
-        &std::fs::read_to_string(env.config_path())
-            .unwrap()
-            .replace("hash_exclude = [\"stock\"]", "hash_exclude = []"),
-    );
+    env.write_config(&config(&receiver, &[]));
     env.run(&["sync"]).assert_code(0);
     assert_eq!(sent(&receiver), ["A", "B"]);
     env.run(&["sync"]).assert_code(0);
@@ -164,10 +163,11 @@ fn a_config_change_that_changes_meaning_is_not_hidden_by_old_bytes() {
 fn a_renamed_csv_column_changes_every_item() {
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\n[[feeds]]\nname = \"p\"\nsource = \"p.csv\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target_url(&receiver.url("/{feed}"))
+            .feed(FeedConfig::new("p", "p.csv", &["sku"])),
+    );
     env.write("p.csv", "sku,price\nA,1\nB,2\n");
     env.run(&["sync"]).assert_code(0);
     sent(&receiver);

@@ -1,12 +1,10 @@
 //! Setting feedsync up and looking at it: `init`, shell completions, the
 //! man page, the JSON-lines log and the HTML report.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn feedsync_in(dir: &Path, args: &[&str]) -> Run {
@@ -111,7 +109,7 @@ fn completions_for_each_shell() {
 
 /// The man pages in doc/man are generated from the clap definition; this
 /// fails when they are stale. Regenerate with
-/// `FEEDSYNC_UPDATE_MAN=1 cargo test --test ops man_pages`.
+/// `FEEDSYNC_UPDATE_MAN=1 cargo test --test integration ops::man_pages`.
 #[test]
 fn man_pages_are_up_to_date() {
     use clap::CommandFactory;
@@ -139,22 +137,30 @@ fn man_pages_are_up_to_date() {
         assert_eq!(
             std::fs::read_to_string(committed.join(&name)).unwrap(),
             std::fs::read_to_string(fresh.path().join(&name)).unwrap(),
-            "doc/man/{name} is stale: FEEDSYNC_UPDATE_MAN=1 cargo test --test ops man_pages"
+            "doc/man/{name} is stale: FEEDSYNC_UPDATE_MAN=1 cargo test --test integration ops::man_pages"
         );
     }
     let page = std::fs::read_to_string(committed.join("feedsync.1")).unwrap();
     assert!(page.contains("doctor"));
 }
 
-/// Two feeds, `p` and `q`, against the receiver, with `extra` top-level config.
-fn two_feeds(receiver: &Receiver, extra: &str) -> Env {
+/// `{ file = "PATH" }`, as `[report]` and `[log]` take it.
+fn file_table(path: &str) -> toml::Value {
+    toml::Value::Table(toml::Table::from_iter([("file".to_string(), path.into())]))
+}
+
+/// Two feeds, `p` and `q`, against the receiver, with `top` as extra
+/// top-level tables (`report`, `log`, …).
+fn two_feeds(receiver: &Receiver, top: &[(&str, toml::Value)]) -> Env {
     let env = Env::new();
-    env.config(&format!(
-        "{extra}\n[target]\nurl = \"{}\"\n\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n\n\
-         [[feeds]]\nname = \"q\"\nsource = \"q.ndjson\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    let mut config = ConfigBuilder::new()
+        .target_url(&receiver.url("/{feed}"))
+        .feed(FeedConfig::new("p", "p.ndjson", &["sku"]))
+        .feed(FeedConfig::new("q", "q.ndjson", &["sku"]));
+    for (key, value) in top {
+        config = config.top(key, value.clone());
+    }
+    env.write_config(&config);
     let rows =
         |n: usize| -> Vec<Value> { (0..n).map(|i| json!({"sku": format!("A{i}")})).collect() };
     write_ndjson(&env.path("p.ndjson"), &rows(5));
@@ -165,7 +171,7 @@ fn two_feeds(receiver: &Receiver, extra: &str) -> Env {
 #[test]
 fn the_report_shows_each_feed_and_each_failed_item_escaped() {
     let receiver = Receiver::start();
-    let env = two_feeds(&receiver, "");
+    let env = two_feeds(&receiver, &[]);
     receiver.push(Behavior::Results(vec![
         json!({"id": "A1", "ok": false, "error": "<b>price</b> must be > 0 & \"currency\" set"}),
         json!({"id": "A3", "ok": false, "error": "<script>alert(1)</script>"}),
@@ -201,7 +207,7 @@ fn the_report_shows_each_feed_and_each_failed_item_escaped() {
 #[test]
 fn run_rewrites_the_configured_report_after_work() {
     let receiver = Receiver::start();
-    let env = two_feeds(&receiver, "[report]\nfile = \"www/status.html\"\n");
+    let env = two_feeds(&receiver, &[("report", file_table("www/status.html"))]);
     env.run(&["sync"]).assert_code(0);
     assert!(
         !env.path("www/status.html").exists(),
@@ -216,7 +222,7 @@ fn run_rewrites_the_configured_report_after_work() {
 #[test]
 fn the_log_file_has_a_line_per_feed_per_job() {
     let receiver = Receiver::start();
-    let env = two_feeds(&receiver, "[log]\nfile = \"logs/feedsync.log\"\n");
+    let env = two_feeds(&receiver, &[("log", file_table("logs/feedsync.log"))]);
     std::fs::remove_file(env.path("q.ndjson")).unwrap();
     env.run(&["sync"]).assert_code(3);
     env.write("q.ndjson", "{\"sku\":\"B\"}\n");
@@ -323,11 +329,11 @@ fn read_only_commands_work_on_a_full_disk() {
         dir: tempfile::tempdir_in(disk.path()).unwrap(),
         envs: Vec::new(),
     };
-    env.config(&format!(
-        "[target]\nurl = \"file:{}/{{feed}}.ndjson\"\n\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
-        out.path().display()
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target_url(&format!("file:{}/{{feed}}.ndjson", out.path().display()))
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
+    );
     let rows = |v: i64| -> Vec<Value> {
         (0..200)
             .map(|i| json!({"sku": format!("A{i}"), "v": v}))

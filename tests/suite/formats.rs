@@ -3,19 +3,17 @@
 //! rows of the wrong width), and the limits that bound what one record may
 //! cost (`max_record_bytes`, the 128-level nesting limit).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 
 fn csv_feed(receiver: &Receiver) -> Env {
     let env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/feeds/{feed}"),
-        "name = \"p\"\nsource = \"p.csv\"\nkey = [\"sku\"]",
+        FeedConfig::new("p", "p.csv", &["sku"]),
     ));
     env
 }
@@ -123,21 +121,82 @@ fn a_row_of_the_wrong_width_names_its_line_and_the_header_width() {
 /// Runs feedsync and returns how it went with its peak resident memory in
 /// bytes, taken from the kernel's accounting of exactly that child (not
 /// `RUSAGE_CHILDREN`, which would mix in other tests' children).
+///
+/// The child is started by a fresh copy of this test binary ([`rss_probe`])
+/// rather than by this process: Linux starts a child's `ru_maxrss` at the
+/// peak of the process that spawned it, and this one runs every other
+/// integration test too, so its peak says nothing about feedsync's.
+fn run_measured(env: &Env, args: &[&str]) -> (Run, u64) {
+    let target = env.command(args);
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let name = format!("{}::rss_probe", module_path!().split_once("::").unwrap().1);
+    let mut probe = std::process::Command::new(std::env::current_exe().unwrap());
+    probe
+        .args(["--ignored", "--exact", &name, "--test-threads=1", "-q"])
+        .current_dir(target.get_current_dir().unwrap())
+        .env(PROBE_OUT, out.path())
+        .env(
+            PROBE_ARGS,
+            serde_json::to_string(
+                &target
+                    .get_args()
+                    .map(|a| a.to_str().unwrap())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+        );
+    for (k, v) in target.get_envs() {
+        match v {
+            Some(v) => probe.env(k, v),
+            None => probe.env_remove(k),
+        };
+    }
+    let ran = probe.output().unwrap();
+    assert!(
+        ran.status.success(),
+        "the probe failed: {}",
+        String::from_utf8_lossy(&ran.stdout)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
+    let run = Run {
+        code: doc["code"].as_i64().unwrap() as i32,
+        stdout: doc["stdout"].as_str().unwrap().into(),
+        stderr: doc["stderr"].as_str().unwrap().into(),
+    };
+    (run, doc["maxrss"].as_u64().unwrap())
+}
+
+/// Where [`rss_probe`] writes how the run went, and the run's arguments.
+const PROBE_OUT: &str = "FEEDSYNC_TEST_RSS_PROBE_OUT";
+const PROBE_ARGS: &str = "FEEDSYNC_TEST_RSS_PROBE_ARGS";
+
+/// Not a test: the small process [`run_measured`] starts to run feedsync
+/// and read its peak memory. It inherits the directory and environment
+/// the run needs.
+#[test]
+#[ignore = "run by run_measured only"]
 // The child is reaped by `wait4`, which std's lint cannot see.
 #[allow(clippy::zombie_processes)]
-fn run_measured(env: &Env, args: &[&str]) -> (Run, u64) {
-    let mut child = env
-        .command(args)
+fn rss_probe() {
+    let (Ok(out), Ok(args)) = (std::env::var(PROBE_OUT), std::env::var(PROBE_ARGS)) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_feedsync"))
+        .args(&args)
+        .env_remove(PROBE_OUT)
+        .env_remove(PROBE_ARGS)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = child.stdout.take().unwrap();
+    let mut out_pipe = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
+        out_pipe.read_to_string(&mut s).unwrap();
         s
     });
     let mut stderr = String::new();
@@ -150,12 +209,13 @@ fn run_measured(env: &Env, args: &[&str]) -> (Run, u64) {
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
     let status = std::process::ExitStatus::from_raw(status);
-    let run = Run {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    };
-    (run, usage.ru_maxrss as u64 * 1024)
+    let doc = serde_json::json!({
+        "code": status.code().unwrap_or(-1),
+        "stdout": stdout,
+        "stderr": stderr,
+        "maxrss": usage.ru_maxrss as u64 * 1024,
+    });
+    std::fs::write(out, doc.to_string()).unwrap();
 }
 
 const MB: u64 = 1 << 20;
@@ -165,12 +225,19 @@ const HUGE: usize = 20 << 20;
 
 /// A feed of `format` read from `file` into a `file:` target, so the test
 /// process never has to hold a huge record itself.
-fn file_feed(format: &str, file: &str, top: &str) -> Env {
+/// `max_record_bytes`, when given, is set at the top level.
+fn file_feed(format: &str, file: &str, max_record_bytes: Option<i64>) -> Env {
     let env = Env::new();
-    env.config(&format!(
-        "{top}[target]\nurl = \"file:out.ndjson\"\n\n[[feeds]]\nname = \"p\"\n\
-         source = \"{file}\"\nformat = \"{format}\"\nkey = [\"sku\"]\n"
-    ));
+    let mut config = ConfigBuilder::new()
+        .target_url("file:out.ndjson")
+        .feed(FeedConfig {
+            format: Some(format.into()),
+            ..FeedConfig::new("p", file, &["sku"])
+        });
+    if let Some(cap) = max_record_bytes {
+        config = config.top("max_record_bytes", cap);
+    }
+    env.write_config(&config);
     env
 }
 
@@ -197,7 +264,7 @@ fn synced_before(env: &Env, file: &str, text: &str) -> Vec<String> {
 
 #[test]
 fn a_huge_ndjson_line_is_refused_before_it_costs_its_size() {
-    let env = file_feed("ndjson", "p.ndjson", "");
+    let env = file_feed("ndjson", "p.ndjson", None);
     let before = synced_before(&env, "p.ndjson", "{\"sku\":\"A\"}\n{\"sku\":\"C\"}\n");
     // A valid record: a numeric array, the costliest kind to parse.
     write_big(
@@ -220,7 +287,7 @@ fn a_huge_ndjson_line_is_refused_before_it_costs_its_size() {
 
 #[test]
 fn a_huge_json_array_element_is_refused_before_it_costs_its_size() {
-    let env = file_feed("json", "p.json", "");
+    let env = file_feed("json", "p.json", None);
     let before = synced_before(&env, "p.json", "[{\"sku\":\"A\"},\n{\"sku\":\"C\"}]\n");
     write_big(
         &env,
@@ -242,7 +309,7 @@ fn a_huge_json_array_element_is_refused_before_it_costs_its_size() {
 
 #[test]
 fn a_huge_csv_row_is_refused_before_it_costs_its_size() {
-    let env = file_feed("csv", "p.csv", "");
+    let env = file_feed("csv", "p.csv", None);
     let before = synced_before(&env, "p.csv", "sku,desc\nA,x\nC,y\n");
     // One row: a quoted description of many lines.
     write_big(
@@ -270,7 +337,7 @@ fn max_record_bytes_from_the_config_takes_effect() {
         format!("{head}{}\"}}", "x".repeat(len - head.len() - 2))
     };
     for (format, file) in [("ndjson", "p.ndjson"), ("json", "p.json")] {
-        let env = file_feed(format, file, "max_record_bytes = 4096\n");
+        let env = file_feed(format, file, Some(4096));
         let text = |records: &[String]| match format {
             "json" => format!("[{}]", records.join(",\n")),
             _ => records.join("\n") + "\n",
@@ -304,7 +371,7 @@ fn nested(sku: &str, levels: usize) -> String {
 #[test]
 fn nesting_deeper_than_128_levels_is_refused_naming_the_record() {
     for (format, file) in [("ndjson", "p.ndjson"), ("json", "p.json")] {
-        let env = file_feed(format, file, "");
+        let env = file_feed(format, file, None);
         let lines = |records: &[String]| match format {
             "json" => format!("[{}]", records.join(",\n")),
             _ => records.join("\n") + "\n",

@@ -1,11 +1,9 @@
 //! The cron appliance: `run` and its schedules, `resync` and its flags,
 //! legacy collect-then-send, `cleanup`, and `daemon` shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn items(n: usize) -> String {
@@ -14,14 +12,23 @@ fn items(n: usize) -> String {
         .collect()
 }
 
-/// An installation with one feed `p` of `n` items, schedules as given.
-fn setup(receiver: &Receiver, n: usize, schedule: &str, feed_extra: &str) -> Env {
+/// An installation with one feed `p` of `n` items, `schedule` lines as
+/// (job, crontab) pairs, the feed edited by `feed`.
+fn setup(
+    receiver: &Receiver,
+    n: usize,
+    schedule: &[(&str, &str)],
+    feed: impl FnOnce(FeedConfig) -> FeedConfig,
+) -> Env {
     let mut env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\nbatch_size = 10\n\n[schedule]\n{schedule}\n\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n{feed_extra}\n",
-        receiver.url("/{feed}")
-    ));
+    let mut config = ConfigBuilder::new().target(|t| {
+        t.url = receiver.url("/{feed}");
+        t.batch_size = Some(10);
+    });
+    for (job, line) in schedule {
+        config = config.schedule(job, line);
+    }
+    env.write_config(&config.feed(feed(FeedConfig::new("p", "p.ndjson", &["sku"]))));
     env.write("p.ndjson", &items(n));
     // Schedules are local time; pin the zone so the tests mean one thing.
     env.set_env("TZ", "UTC");
@@ -52,8 +59,14 @@ fn run_follows_the_schedule_in_order_and_catches_up_once() {
     let mut env = setup(
         &receiver,
         3,
-        "sync = \"*/5 * * * *\"\nsend = \"*/5 * * * *\"\nretry = \"*/5 * * * *\"\ncleanup = \"0 2 * * *\"\nresync = \"0 3 * * 0\"",
-        "",
+        &[
+            ("sync", "*/5 * * * *"),
+            ("send", "*/5 * * * *"),
+            ("retry", "*/5 * * * *"),
+            ("cleanup", "0 2 * * *"),
+            ("resync", "0 3 * * 0"),
+        ],
+        |f| f,
     );
     // 2026-11-29 is a Sunday. First run: only the current minute counts.
     run_at(&mut env, "2026-11-29T10:07:30Z").assert_code(0);
@@ -90,7 +103,7 @@ fn sunday_is_0_or_7_and_ranges_limit_the_hours() {
     ] {
         for (day, want) in [("2026-11-29", sunday), ("2026-11-30", monday)] {
             let receiver = Receiver::start();
-            let mut env = setup(&receiver, 1, &format!("sync = \"{line}\""), "");
+            let mut env = setup(&receiver, 1, &[("sync", line)], |f| f);
             run_at(&mut env, &format!("{day}T03:00:20Z")).assert_code(0);
             let ran = jobs_run(&env).contains(&"sync".to_string());
             assert_eq!(ran, want, "{line} on {day}");
@@ -101,7 +114,13 @@ fn sunday_is_0_or_7_and_ranges_limit_the_hours() {
 #[test]
 fn a_bad_schedule_is_a_config_error() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 1, "sync = \"*/5 * * *\"", "");
+    let env = setup(&receiver, 1, &[], |f| f);
+    // The text as a user wrote it: a crontab line one field short.
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\nbatch_size = 10\n\n[schedule]\nsync = \"*/5 * * *\"\n\n\
+         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        receiver.url("/{feed}")
+    ));
     let run = env.run(&["run"]);
     run.assert_code(2);
     assert!(run.stderr.contains("schedule.sync"), "{}", run.stderr);
@@ -110,7 +129,7 @@ fn a_bad_schedule_is_a_config_error() {
 #[test]
 fn run_is_silent_when_another_run_holds_the_lock() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 1, "", "");
+    let env = setup(&receiver, 1, &[], |f| f);
     let lock = std::fs::File::create(env.path("feedsync.sqlite.lock")).unwrap();
     lock.try_lock().unwrap();
     let run = env.run(&["run"]);
@@ -122,7 +141,7 @@ fn run_is_silent_when_another_run_holds_the_lock() {
 #[test]
 fn legacy_feeds_collect_on_sync_and_deliver_on_send() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 25, "", "mode = \"legacy\"");
+    let env = setup(&receiver, 25, &[], |f| f.with("mode", "legacy"));
     let run = env.run(&["sync", "--json"]);
     run.assert_code(0);
     assert_eq!(run.json()["feeds"][0]["upserts"], 25);
@@ -168,7 +187,7 @@ fn sent_ids(receiver: &Receiver) -> Vec<String> {
 #[test]
 fn resync_sends_what_is_undelivered_and_force_sends_everything() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 5, "", "max_deletes = \"100%\"");
+    let env = setup(&receiver, 5, &[], |f| f.with("max_deletes", "100%"));
     // A0 fails for good, A1 will retry, the rest are delivered.
     receiver.push(Behavior::Results(vec![
         json!({"id": "A0", "ok": false, "error": "bad"}),
@@ -189,7 +208,7 @@ fn resync_sends_what_is_undelivered_and_force_sends_everything() {
         ["delete A4", "upsert A0", "upsert A1", "upsert A3"]
     );
     assert!(receiver.requests().iter().all(|r| r.body["sync"] == "full"));
-    assert!(env.statuses("p").values().all(|s| s == "sent"));
+    assert!(env.statuses_via_cli("p").values().all(|s| s == "sent"));
 
     // --force: every item the source has; the delivered tombstone A4 is not resent.
     receiver.clear_requests();
@@ -213,7 +232,7 @@ fn resync_sends_what_is_undelivered_and_force_sends_everything() {
 #[test]
 fn resync_by_ids_sends_exactly_those_and_as_a_new_delivery() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 30, "", "");
+    let env = setup(&receiver, 30, &[], |f| f);
     env.run(&["sync"]).assert_code(0);
     let first: Vec<(String, String)> = receiver
         .requests()
@@ -259,7 +278,7 @@ fn resync_by_ids_sends_exactly_those_and_as_a_new_delivery() {
 #[test]
 fn resync_no_reindex_resends_stored_data_without_the_source() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 12, "", "keep_data = true");
+    let env = setup(&receiver, 12, &[], |f| f.with("keep_data", true));
     env.run(&["sync"]).assert_code(0);
     env.write("p.ndjson", &items(11));
     env.run(&["sync"]).assert_code(0);
@@ -281,7 +300,7 @@ fn resync_no_reindex_resends_stored_data_without_the_source() {
 
     env.run(&["resync", "--feed", "p", "--no-reindex", "--cleanup-feed"])
         .assert_code(2);
-    let plain = setup(&receiver, 1, "", "");
+    let plain = setup(&receiver, 1, &[], |f| f);
     let run = plain.run(&["resync", "--feed", "p", "--no-reindex"]);
     run.assert_code(2);
     assert!(run.stderr.contains("keep_data"), "{}", run.stderr);
@@ -290,7 +309,7 @@ fn resync_no_reindex_resends_stored_data_without_the_source() {
 #[test]
 fn resync_cleanup_feed_dry_run_and_batch_size() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 20, "", "");
+    let env = setup(&receiver, 20, &[], |f| f);
     env.run(&["sync"]).assert_code(0);
     receiver.clear_requests();
     let before = env.dump();
@@ -331,19 +350,19 @@ fn resync_cleanup_feed_dry_run_and_batch_size() {
 #[test]
 fn an_interrupted_resync_carries_on_in_the_next_run() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 30, "", "");
+    let env = setup(&receiver, 30, &[], |f| f);
     env.run(&["sync"]).assert_code(0);
     receiver.clear_requests();
     receiver.push(Behavior::Ok);
     receiver.push(Behavior::Status(503, "maintenance".into()));
     env.run(&["resync", "--feed", "p", "--force"])
         .assert_code(1);
-    let statuses = env.statuses("p");
+    let statuses = env.statuses_via_cli("p");
     let pending = statuses.values().filter(|s| *s == "pending").count();
     assert_eq!(pending, 10, "the batches not tried stay pending");
     env.run(&["sync"]).assert_code(0);
     assert!(
-        env.statuses("p")
+        env.statuses_via_cli("p")
             .values()
             .filter(|s| *s == "pending")
             .count()
@@ -354,7 +373,7 @@ fn an_interrupted_resync_carries_on_in_the_next_run() {
 #[test]
 fn cleanup_drops_only_old_delivered_tombstones() {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 10, "", "max_deletes = \"100%\"");
+    let mut env = setup(&receiver, 10, &[], |f| f.with("max_deletes", "100%"));
     env.set_env("FEEDSYNC_NOW", "2026-11-01T00:00:00Z");
     env.run(&["sync"]).assert_code(0);
     // A0..A2 deleted and delivered on Nov 1.
@@ -397,7 +416,7 @@ fn cleanup_drops_only_old_delivered_tombstones() {
         "{}",
         run.stderr
     );
-    let ids: Vec<String> = env.statuses("p").into_keys().collect();
+    let ids: Vec<String> = env.statuses_via_cli("p").into_keys().collect();
     assert_eq!(ids, ["A3", "A4", "A5", "A6", "A7", "A8", "A9"]);
     let runs = env.run(&["runs", "--json"]).json();
     assert_eq!(runs["runs"][0]["job"], "cleanup");
@@ -406,7 +425,7 @@ fn cleanup_drops_only_old_delivered_tombstones() {
 #[test]
 fn daemon_finishes_the_batch_in_flight_on_sigterm() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 50, "", "");
+    let env = setup(&receiver, 50, &[], |f| f);
     receiver.set(Behavior::Hang(Duration::from_millis(1500)));
     let mut child = env.command(&["daemon"]).spawn().unwrap();
     wait_for("the daemon to send", Duration::from_secs(20), || {
@@ -421,7 +440,7 @@ fn daemon_finishes_the_batch_in_flight_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     // The batch in flight was answered and recorded; no more were sent.
     assert_eq!(receiver.request_count(), 1);
-    let statuses = env.statuses("p");
+    let statuses = env.statuses_via_cli("p");
     assert_eq!(statuses.values().filter(|s| *s == "sent").count(), 10);
     assert_eq!(statuses.values().filter(|s| *s == "pending").count(), 40);
     let runs = env.run(&["runs", "--json"]).json();
@@ -433,7 +452,9 @@ fn daemon_finishes_the_batch_in_flight_on_sigterm() {
 #[test]
 fn legacy_feeds_without_keep_data_still_deliver_on_send() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 5, "", "mode = \"legacy\"\nkeep_data = false");
+    let env = setup(&receiver, 5, &[], |f| {
+        f.with("mode", "legacy").with("keep_data", false)
+    });
     env.run(&["sync"]).assert_code(0);
     env.run(&["send"]).assert_code(0);
     assert_eq!(receiver.catalog("p").len(), 5);
@@ -451,7 +472,7 @@ fn legacy_feeds_without_keep_data_still_deliver_on_send() {
 #[test]
 fn summaries_say_what_each_job_did() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 3, "", "mode = \"legacy\"");
+    let env = setup(&receiver, 3, &[], |f| f.with("mode", "legacy"));
     let run = env.run(&["sync", "-v"]);
     assert!(
         run.stderr
@@ -505,8 +526,13 @@ fn a_clock_stepped_back_runs_no_slot_twice() {
     let mut env = setup(
         &receiver,
         3,
-        "sync = \"* * * * *\"\nsend = \"*/5 * * * *\"\nretry = \"*/5 * * * *\"\ncleanup = \"0 10 * * *\"",
-        "",
+        &[
+            ("sync", "* * * * *"),
+            ("send", "*/5 * * * *"),
+            ("retry", "*/5 * * * *"),
+            ("cleanup", "0 10 * * *"),
+        ],
+        |f| f,
     );
     // 09:50 to 10:00, then the clock is set back to 09:50 and runs on to 10:05.
     run_each_minute(&mut env, "2026-11-29T09:50:10Z", 11);
@@ -529,7 +555,7 @@ fn a_clock_stepped_back_runs_no_slot_twice() {
 #[test]
 fn a_clock_that_was_days_fast_and_is_set_right_runs_on_at_once() {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 3, "sync = \"* * * * *\"", "");
+    let mut env = setup(&receiver, 3, &[("sync", "* * * * *")], |f| f);
     run_at(&mut env, "2099-01-01T10:00:00Z").assert_code(0);
     run_at(&mut env, "2099-01-01T10:01:00Z").assert_code(0);
     // Set right: the schedule is not held until 2099.
@@ -550,13 +576,17 @@ fn a_clock_that_was_days_fast_and_is_set_right_runs_on_at_once() {
 
 /// Schedules for the daylight-saving nights: a nightly 02:30 job and an
 /// hourly one; sync and send only on New Year's Day.
-const DST_SCHEDULE: &str = "sync = \"0 0 1 1 *\"\nsend = \"0 0 1 1 *\"\n\
-    retry = \"0 * * * *\"\ncleanup = \"30 2 * * *\"";
+const DST_SCHEDULE: &[(&str, &str)] = &[
+    ("sync", "0 0 1 1 *"),
+    ("send", "0 0 1 1 *"),
+    ("retry", "0 * * * *"),
+    ("cleanup", "30 2 * * *"),
+];
 
 #[test]
 fn spring_forward_runs_the_skipped_time_once_after_the_gap() {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 1, DST_SCHEDULE, "");
+    let mut env = setup(&receiver, 1, DST_SCHEDULE, |f| f);
     env.set_env("TZ", "Europe/Berlin");
     // 2026-03-29: 02:00 CET becomes 03:00 CEST (01:00 UTC). From 01:50 CET
     // (00:50 UTC) to 03:20 CEST (01:20 UTC).
@@ -574,7 +604,7 @@ fn spring_forward_runs_the_skipped_time_once_after_the_gap() {
 #[test]
 fn fall_back_runs_the_repeated_hour_once() {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 1, DST_SCHEDULE, "");
+    let mut env = setup(&receiver, 1, DST_SCHEDULE, |f| f);
     env.set_env("TZ", "Europe/Berlin");
     // 2026-10-25: 03:00 CEST becomes 02:00 CET (01:00 UTC): 02:00-02:59
     // comes twice. From 01:50 CEST (23:50 UTC) to 03:10 CET (02:10 UTC).
@@ -595,13 +625,10 @@ fn fall_back_runs_the_repeated_hour_once() {
 /// Three items that became `retry` while the clock read 2099 (the target
 /// answered 503, or as `fail` says), then the target heals and the clock
 /// is set right, to 2026-11-29 10:00 UTC.
-fn failed_in_2099(receiver: &Receiver, schedule: &str, fail: Behavior) -> Env {
-    let mut env = setup(
-        receiver,
-        3,
-        schedule,
-        "retry_base_secs = 60\nretry_max_secs = 600",
-    );
+fn failed_in_2099(receiver: &Receiver, schedule: &[(&str, &str)], fail: Behavior) -> Env {
+    let mut env = setup(receiver, 3, schedule, |f| {
+        f.with("retry_base_secs", 60).with("retry_max_secs", 600)
+    });
     receiver.set(fail);
     env.set_env("FEEDSYNC_NOW", "2099-01-01T10:00:00Z");
     env.run(&["sync"]).assert_code(1);
@@ -618,7 +645,7 @@ fn failed_in_2099(receiver: &Receiver, schedule: &str, fail: Behavior) -> Env {
 #[test]
 fn retry_items_failed_while_the_clock_was_fast_go_once_it_is_set_right() {
     let receiver = Receiver::start();
-    let mut env = failed_in_2099(&receiver, "", Behavior::Status(503, "down".into()));
+    let mut env = failed_in_2099(&receiver, &[], Behavior::Status(503, "down".into()));
     // Doctor sees them stranded, and says what to do.
     let doctor = env.run(&["doctor"]);
     doctor.assert_code(1);
@@ -650,7 +677,7 @@ fn retry_items_failed_while_the_clock_was_fast_go_once_it_is_set_right() {
 #[test]
 fn run_delivers_retry_items_failed_while_the_clock_was_fast() {
     let receiver = Receiver::start();
-    let schedule = "sync = \"* * * * *\"\nretry = \"*/5 * * * *\"";
+    let schedule = &[("sync", "* * * * *"), ("retry", "*/5 * * * *")];
     let mut env = failed_in_2099(&receiver, schedule, Behavior::Status(503, "down".into()));
     // A week of minutes would be 10,080 runs; every five minutes for an
     // hour shows the same.
@@ -665,7 +692,7 @@ fn run_delivers_retry_items_failed_while_the_clock_was_fast() {
 #[test]
 fn a_retry_after_is_still_honoured_when_the_clock_is_set_right() {
     let receiver = Receiver::start();
-    let mut env = failed_in_2099(&receiver, "", Behavior::RetryAfter(503, "7200".into()));
+    let mut env = failed_in_2099(&receiver, &[], Behavior::RetryAfter(503, "7200".into()));
     env.run(&["retry"]).assert_code(0);
     env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
     env.run(&["retry"]).assert_code(0);
@@ -678,7 +705,7 @@ fn a_retry_after_is_still_honoured_when_the_clock_is_set_right() {
 #[test]
 fn retry_items_stranded_by_an_older_feedsync_go_after_the_upgrade() {
     let receiver = Receiver::start();
-    let mut env = failed_in_2099(&receiver, "", Behavior::Status(503, "down".into()));
+    let mut env = failed_in_2099(&receiver, &[], Behavior::Status(503, "down".into()));
     // Make it the state file an older feedsync (schema 1) left behind.
     let db = env.db();
     let columns: Vec<String> = db

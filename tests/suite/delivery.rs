@@ -2,11 +2,10 @@
 //! DESIGN.md's response table, backoff and Retry-After, give-up after
 //! max_attempts, bisection, timeouts, and secrets kept out of logs.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::targets;
+use crate::common::*;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
@@ -21,19 +20,19 @@ fn items(n: usize) -> String {
         .collect()
 }
 
-fn setup(receiver: &Receiver, n: usize, extra: &str) -> Env {
+/// Feed `p` of `n` items to `receiver`, in batches of 10 unless `target`
+/// (which edits `[target]`) says otherwise.
+fn setup(receiver: &Receiver, n: usize, target: impl FnOnce(&mut TargetConfig)) -> Env {
     let mut env = Env::new();
-    // Batches of 10 unless `extra` says otherwise; retry timing as configured.
-    let batch = if extra.contains("batch_size") {
-        ""
-    } else {
-        "batch_size = 10\n"
-    };
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\n{batch}{extra}\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target(|t| {
+                t.url = receiver.url("/{feed}");
+                t.batch_size = Some(10);
+                target(t);
+            })
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
+    );
     env.write("p.ndjson", &items(n));
     env.set_env("FEEDSYNC_NOW", NOW);
     env
@@ -51,13 +50,13 @@ fn item(env: &Env, id: &str) -> (String, i64, Option<String>, Option<i64>) {
 }
 
 fn count(env: &Env, status: &str) -> usize {
-    env.statuses("p").values().filter(|s| *s == status).count()
+    env.count_via_cli("p", status)
 }
 
 #[test]
 fn per_item_results_in_a_2xx() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 5, "");
+    let env = setup(&receiver, 5, |_| {});
     receiver.push(Behavior::Results(vec![
         json!({"id": "A1", "ok": false, "retryable": false, "error": "price must be positive"}),
         json!({"id": "A2", "ok": false, "retryable": true, "error": "index busy"}),
@@ -94,7 +93,7 @@ fn per_item_results_in_a_2xx() {
 fn retryable_statuses_back_off_and_stop_the_feed() {
     for status in [408, 425, 429, 500, 502, 503] {
         let receiver = Receiver::start();
-        let env = setup(&receiver, 25, "");
+        let env = setup(&receiver, 25, |_| {});
         receiver.push(Behavior::Status(status, "busy".into()));
         let run = env.run(&["sync"]);
         run.assert_code(1);
@@ -119,7 +118,10 @@ fn retryable_statuses_back_off_and_stop_the_feed() {
 #[test]
 fn backoff_doubles_per_attempt_up_to_the_cap() {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 1, "retry_base_secs = 100\nretry_max_secs = 300");
+    let mut env = setup(&receiver, 1, |t| {
+        t.retry_base_secs = Some(100);
+        t.retry_max_secs = Some(300);
+    });
     receiver.set(Behavior::Status(503, String::new()));
     env.run(&["sync"]).assert_code(1);
     let mut now = NOW_SECS;
@@ -142,13 +144,13 @@ fn backoff_doubles_per_attempt_up_to_the_cap() {
 #[test]
 fn retry_after_in_seconds_and_as_a_date_wins_when_later() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 1, "");
+    let env = setup(&receiver, 1, |_| {});
     receiver.push(Behavior::RetryAfter(429, "900".into()));
     env.run(&["sync"]).assert_code(1);
     assert_eq!(item(&env, "A0").3, Some(NOW_SECS + 900));
 
     let receiver = Receiver::start();
-    let env = setup(&receiver, 1, "");
+    let env = setup(&receiver, 1, |_| {});
     receiver.push(Behavior::RetryAfter(
         503,
         "Sun, 29 Nov 2026 14:00:00 GMT".into(),
@@ -158,7 +160,7 @@ fn retry_after_in_seconds_and_as_a_date_wins_when_later() {
 
     // Shorter than the backoff: the backoff stands.
     let receiver = Receiver::start();
-    let env = setup(&receiver, 1, "");
+    let env = setup(&receiver, 1, |_| {});
     receiver.push(Behavior::RetryAfter(429, "1".into()));
     env.run(&["sync"]).assert_code(1);
     assert!(item(&env, "A0").3.unwrap() - NOW_SECS >= 60);
@@ -167,7 +169,7 @@ fn retry_after_in_seconds_and_as_a_date_wins_when_later() {
 #[test]
 fn retry_sends_only_due_items_and_max_attempts_gives_up() {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 3, "max_attempts = 2");
+    let mut env = setup(&receiver, 3, |t| t.max_attempts = Some(2));
     receiver.push(Behavior::Status(500, "down".into()));
     env.run(&["sync"]).assert_code(1);
     assert_eq!(count(&env, "retry"), 3);
@@ -202,14 +204,14 @@ fn retry_sends_only_due_items_and_max_attempts_gives_up() {
 #[test]
 fn a_413_splits_the_batch_and_a_lone_item_fails() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 10, "");
+    let env = setup(&receiver, 10, |_| {});
     receiver.set(Behavior::TooLargeAbove(3));
     env.run(&["sync"]).assert_code(0);
     assert_eq!(receiver.catalog("p").len(), 10);
     assert!(receiver.requests().iter().any(|r| r.items().len() == 10));
 
     let receiver = Receiver::start();
-    let env = setup(&receiver, 2, "");
+    let env = setup(&receiver, 2, |_| {});
     receiver.set(Behavior::TooLargeAbove(0));
     env.run(&["sync"]).assert_code(1);
     assert_eq!(count(&env, "failed"), 2);
@@ -219,7 +221,7 @@ fn a_413_splits_the_batch_and_a_lone_item_fails() {
 #[test]
 fn bisection_isolates_the_one_rejected_item_in_500() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 500, "batch_size = 500");
+    let env = setup(&receiver, 500, |t| t.batch_size = Some(500));
     receiver.set(Behavior::RejectIds(vec!["A377".into()]));
     let run = env.run(&["sync", "--json"]);
     run.assert_code(1);
@@ -249,14 +251,16 @@ fn refusals_stop_every_feed_on_that_target_and_keep_items_pending() {
         let receiver = Receiver::start();
         let other = Receiver::start();
         let env = Env::new();
-        env.config(&format!(
-            "[target]\nurl = \"{}\"\n\
-             [[feeds]]\nname = \"a\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n\
-             [[feeds]]\nname = \"b\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n\
-             [[feeds]]\nname = \"c\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nurl = \"{}\"\n",
-            receiver.url("/{feed}"),
-            other.url("/{feed}")
-        ));
+        env.write_config(
+            &ConfigBuilder::new()
+                .target_url(&receiver.url("/{feed}"))
+                .feed(FeedConfig::new("a", "p.ndjson", &["sku"]))
+                .feed(FeedConfig::new("b", "p.ndjson", &["sku"]))
+                .feed(FeedConfig {
+                    url: Some(other.url("/{feed}")),
+                    ..FeedConfig::new("c", "p.ndjson", &["sku"])
+                }),
+        );
         env.write("p.ndjson", &items(3));
         receiver.set(Behavior::Status(status, "go away".into()));
         let run = env.run(&["sync"]);
@@ -270,7 +274,7 @@ fn refusals_stop_every_feed_on_that_target_and_keep_items_pending() {
         );
         for feed in ["a", "b"] {
             assert!(
-                env.statuses(feed).values().all(|s| s == "pending"),
+                env.statuses_via_cli(feed).values().all(|s| s == "pending"),
                 "{status} {feed}"
             );
         }
@@ -284,7 +288,7 @@ fn refusals_stop_every_feed_on_that_target_and_keep_items_pending() {
 #[test]
 fn timeouts_and_dead_receivers_are_retried_in_bounded_time() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 3, "timeout_secs = 1");
+    let env = setup(&receiver, 3, |t| t.timeout_secs = Some(1));
     receiver.push(Behavior::Hang(Duration::from_secs(20)));
     let started = Instant::now();
     let run = env.run(&["sync"]);
@@ -298,7 +302,7 @@ fn timeouts_and_dead_receivers_are_retried_in_bounded_time() {
     assert_eq!(count(&env, "retry"), 3);
 
     receiver.push(Behavior::Close);
-    let env = setup(&receiver, 3, "timeout_secs = 5");
+    let env = setup(&receiver, 3, |t| t.timeout_secs = Some(5));
     env.run(&["sync"]).assert_code(1);
     assert_eq!(count(&env, "retry"), 3);
 
@@ -309,9 +313,11 @@ fn timeouts_and_dead_receivers_are_retried_in_bounded_time() {
         .unwrap()
         .port();
     let env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"http://127.0.0.1:{port}/x\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n"
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target_url(&format!("http://127.0.0.1:{port}/x"))
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
+    );
     env.write("p.ndjson", &items(2));
     env.run(&["sync"]).assert_code(1);
     assert_eq!(count(&env, "retry"), 2);
@@ -320,7 +326,7 @@ fn timeouts_and_dead_receivers_are_retried_in_bounded_time() {
 #[test]
 fn one_connection_serves_many_batches() {
     let receiver = Receiver::start();
-    let env = setup(&receiver, 100, "");
+    let env = setup(&receiver, 100, |_| {});
     env.run(&["sync"]).assert_code(0);
     assert_eq!(receiver.request_count(), 10);
     assert_eq!(receiver.connections(), 1);
@@ -329,7 +335,7 @@ fn one_connection_serves_many_batches() {
 #[test]
 fn idempotency_key_is_stable_across_a_retry() {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 3, "");
+    let mut env = setup(&receiver, 3, |_| {});
     receiver.push(Behavior::Status(500, String::new()));
     env.run(&["sync"]).assert_code(1);
     env.set_env("FEEDSYNC_NOW", "2026-11-29T14:00:00Z");
@@ -347,11 +353,16 @@ fn idempotency_key_is_stable_across_a_retry() {
 fn secrets_never_reach_logs_or_the_state_file() {
     let receiver = Receiver::start();
     let mut env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\ntoken_env = \"T\"\napi_key_env = \"K\"\nsigning_secret_env = \"S\"\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target(|t| {
+                t.url = receiver.url("/{feed}");
+                t.token_env = Some("T".into());
+                t.api_key_env = Some("K".into());
+                t.signing_secret_env = Some("S".into());
+            })
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
+    );
     env.write("p.ndjson", &items(20));
     let secrets = ["tok-SECRET-1a2b", "key-SECRET-3c4d", "sig-SECRET-5e6f"];
     env.set_env("T", secrets[0]);
@@ -383,8 +394,10 @@ fn secrets_never_reach_logs_or_the_state_file() {
 #[test]
 fn a_file_target_that_cannot_be_written_is_retried() {
     let mut env = Env::new();
-    env.config(
-        "[target]\nurl = \"file:blocked/out.ndjson\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+    env.write_config(
+        &ConfigBuilder::new()
+            .target_url("file:blocked/out.ndjson")
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
     );
     env.write("p.ndjson", &items(2));
     env.write("blocked", "a file where a folder should be");
@@ -407,31 +420,33 @@ fn a_tls_failure_refuses_the_target_and_keeps_items_pending() {
     // A plain-HTTP server behind an https:// URL: the TLS handshake fails.
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"https://{}/{{feed}}\"\ntimeout_secs = 5\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
-        receiver.addr()
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target(|t| {
+                t.url = format!("https://{}/{{feed}}", receiver.addr());
+                t.timeout_secs = Some(5);
+            })
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
+    );
     env.write("p.ndjson", &items(3));
     let run = env.run(&["sync"]);
     run.assert_code(4);
     assert!(run.stderr.to_lowercase().contains("tls"), "{}", run.stderr);
-    assert!(env.statuses("p").values().all(|s| s == "pending"));
+    assert!(env.statuses_via_cli("p").values().all(|s| s == "pending"));
 }
 
 /// A 200 that does not arrive whole in time acknowledges nothing: the batch
 /// is `retry`, nothing is `sent`, and a later healthy run delivers it.
 fn an_unfinished_2xx_is_retried(behavior: Behavior, error: &str) {
     let receiver = Receiver::start();
-    let mut env = setup(&receiver, 3, "timeout_secs = 2");
+    let mut env = setup(&receiver, 3, |t| t.timeout_secs = Some(2));
     receiver.push(behavior.clone());
     let run = env.run(&["sync"]);
     run.assert_code(1);
-    let doc = env.run(&["items", "--feed", "p", "--json"]).json();
-    let statuses: Vec<(&str, &str)> = doc["items"]
-        .as_array()
-        .unwrap()
+    let statuses = env.statuses_via_cli("p");
+    let statuses: Vec<(&str, &str)> = statuses
         .iter()
-        .map(|i| (i["id"].as_str().unwrap(), i["status"].as_str().unwrap()))
+        .map(|(id, s)| (id.as_str(), s.as_str()))
         .collect();
     assert_eq!(
         statuses,
@@ -493,10 +508,11 @@ fn wide_items(n: usize) -> String {
 /// A feed `p` of `n` wide items, sent to `file:OUT`.
 fn file_target_env(out: &std::path::Path, n: usize) -> Env {
     let mut env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"file:{}\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
-        out.display()
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target_url(&format!("file:{}", out.display()))
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
+    );
     env.write("p.ndjson", &wide_items(n));
     env.set_env("FEEDSYNC_NOW", NOW);
     env
@@ -506,48 +522,10 @@ fn file_target_env(out: &std::path::Path, n: usize) -> Env {
 /// `skip` on: every line must be a whole envelope of feed `p`. id → data as
 /// last written.
 fn read_file_target(out: &std::path::Path, skip: usize) -> BTreeMap<String, Value> {
-    let bytes = std::fs::read(out).unwrap();
-    let bytes = &bytes[skip..];
-    assert!(
-        bytes.is_empty() || bytes.ends_with(b"\n"),
-        "the file ends mid-line: …{}",
-        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(80)..])
-    );
-    let mut got = BTreeMap::new();
-    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let batch: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
-            panic!(
-                "line {} is not a whole envelope ({e}): {}…",
-                n + 1,
-                String::from_utf8_lossy(&line[..line.len().min(200)])
-            )
-        });
-        assert_eq!(batch["feed"], "p", "line {}", n + 1);
-        for item in batch["items"].as_array().unwrap() {
-            got.insert(item_id_of(item), item["data"].clone());
-        }
+    for (n, batch) in targets::file_envelopes(out, skip).iter().enumerate() {
+        assert_eq!(batch["feed"], "p", "envelope {}", n + 1);
     }
-    got
-}
-
-fn item_id_of(item: &Value) -> String {
-    item["id"].as_str().unwrap().to_string()
-}
-
-/// id → status, as `items --json` reports them.
-fn item_statuses(env: &Env) -> BTreeMap<String, String> {
-    let doc = env
-        .run(&["items", "--feed", "p", "--json", "--limit", "1000000"])
-        .json();
-    doc["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (item_id_of(i), i["status"].as_str().unwrap().to_string()))
-        .collect()
+    targets::file_mirror(out, skip, "p")
 }
 
 /// The source's items as a line reader of the target should see them.
@@ -583,7 +561,7 @@ fn a_full_disk_loses_nothing(
         run.stderr
     );
     let got = read_file_target(out, skip);
-    let statuses = item_statuses(env);
+    let statuses = env.statuses_via_cli("p");
     assert_eq!(statuses.len(), WIDE);
     let sent: Vec<&String> = statuses
         .iter()
@@ -604,7 +582,7 @@ fn a_full_disk_loses_nothing(
     env.run(&["sync"]).assert_code(0);
     env.set_env("FEEDSYNC_NOW", "2026-11-30T12:00:00Z");
     env.run(&["retry"]).assert_code(0);
-    let statuses = item_statuses(env);
+    let statuses = env.statuses_via_cli("p");
     assert!(statuses.values().all(|s| s == "sent"));
     let got = read_file_target(out, skip);
     assert!(got == wide_catalog(WIDE), "the file holds every item whole");

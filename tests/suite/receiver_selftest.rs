@@ -1,10 +1,8 @@
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::receiver::{Behavior, Receiver};
+use crate::common::receiver::{Behavior, Receiver};
 use flate2::{Compression, write::GzEncoder};
 use serde_json::{Value, json};
 

@@ -3,12 +3,10 @@
 //! final clean run the receiver must hold exactly the export, and the state
 //! file must pass `PRAGMA integrity_check`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn write_export(env: &Env, catalog: &BTreeMap<String, Value>) {
@@ -28,9 +26,11 @@ fn sigkill_at_random_moments_loses_nothing() {
     let mut rng = Rng(seed);
     let receiver = Receiver::start();
     let mut env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/{feed}"),
-        "name = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nbatch_size = 25\nmax_deletes = \"100%\"",
+        FeedConfig::new("p", "p.ndjson", &["sku"])
+            .with("batch_size", 25)
+            .with("max_deletes", "100%"),
     ));
 
     let mut next_id = 0u64;
@@ -127,6 +127,6 @@ fn sigkill_at_random_moments_loses_nothing() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
-    let statuses = env.statuses("p");
+    let statuses = env.statuses_via_cli("p");
     assert!(statuses.values().all(|s| s == "sent"));
 }

@@ -1,34 +1,29 @@
 //! Partial sync end to end: the real binary, a real state file and a real
 //! loopback receiver, fed the Luma sample export.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
-
-const LUMA_FEED: &str = r#"name = "products"
-source = "products.csv"
-key = ["sku"]
-hash_exclude = ["updated_at"]"#;
 
 /// An installation syncing a copy of the Luma export to `receiver`.
 fn luma(receiver: &Receiver) -> Env {
     let env = Env::new();
     std::fs::copy(luma_csv(), env.path("products.csv")).unwrap();
-    env.config(&config_for(&receiver.url("/feeds/{feed}"), LUMA_FEED));
+    env.write_config(&ConfigBuilder::one_feed(
+        &receiver.url("/feeds/{feed}"),
+        FeedConfig {
+            hash_exclude: vec!["updated_at".into()],
+            ..FeedConfig::new("products", "products.csv", &["sku"])
+        },
+    ));
     env
 }
 
+/// (id, op) of every item the receiver applied for `products`, in order.
 fn ids_sent(receiver: &Receiver) -> Vec<(String, String)> {
     receiver
-        .delivered_items()
-        .iter()
-        .map(|i| {
-            (
-                i["id"].as_str().unwrap().to_string(),
-                i["op"].as_str().unwrap().to_string(),
-            )
-        })
+        .sent_ops("products")
+        .into_iter()
+        .map(|(op, id)| (id, op))
         .collect()
 }
 
@@ -66,7 +61,7 @@ fn first_sync_delivers_every_row_and_a_second_sends_nothing() {
     }
     assert!(requests[0].items().len() == 500 && requests[3].items().len() == 494);
 
-    let statuses = env.statuses("products");
+    let statuses = env.statuses_via_cli("products");
     assert_eq!(statuses.len(), 1994);
     assert!(statuses.values().all(|s| s == "sent"));
 
@@ -159,9 +154,9 @@ fn excluded_fields_and_reordering_send_nothing() {
 fn json_key_order_does_not_matter_but_values_do() {
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/{feed}"),
-        "name = \"prices\"\nsource = \"prices.ndjson\"\nkey = [\"sku\", \"store\"]",
+        FeedConfig::new("prices", "prices.ndjson", &["sku", "store"]),
     ));
     let rows = [
         json!({"sku": "A", "store": "default", "price": 1.50, "tags": ["x"]}),
@@ -198,9 +193,9 @@ fn json_key_order_does_not_matter_but_values_do() {
 fn bad_input_changes_nothing() {
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/{feed}"),
-        "name = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]",
+        FeedConfig::new("p", "p.ndjson", &["sku"]),
     ));
     let good = "{\"sku\":\"A\",\"n\":1}\n{\"sku\":\"B\",\"n\":1}\n{\"sku\":\"C\",\"n\":1}\n";
     env.write("p.ndjson", good);
@@ -302,9 +297,9 @@ fn the_guard_stops_a_truncated_export() {
 fn max_deletes_as_a_count() {
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/{feed}"),
-        "name = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nmax_deletes = 1",
+        FeedConfig::new("p", "p.ndjson", &["sku"]).with("max_deletes", 1),
     ));
     env.write(
         "p.ndjson",
@@ -334,7 +329,7 @@ fn a_500_leaves_items_unsent_and_a_later_run_delivers_them() {
     assert_eq!(receiver.request_count(), 2);
     assert_eq!(receiver.catalog("products").len(), 500);
 
-    let statuses = env.statuses("products");
+    let statuses = env.statuses_via_cli("products");
     let count = |s: &str| statuses.values().filter(|v| *v == s).count();
     assert_eq!(
         (count("sent"), count("retry"), count("pending")),
@@ -356,7 +351,11 @@ fn a_500_leaves_items_unsent_and_a_later_run_delivers_them() {
     env.set_env("FEEDSYNC_NOW", &later);
     env.run(&["retry"]).assert_code(0);
     assert_eq!(receiver.catalog("products").len(), 1994);
-    assert!(env.statuses("products").values().all(|s| s == "sent"));
+    assert!(
+        env.statuses_via_cli("products")
+            .values()
+            .all(|s| s == "sent")
+    );
 }
 
 #[test]
@@ -505,8 +504,11 @@ fn config_errors_name_the_key_and_exit_2() {
 fn the_config_is_found_by_flag_env_then_working_directory() {
     let env = Env::new();
     env.write("p.ndjson", "{\"sku\":\"A\"}\n");
-    let cfg = "[target]\nurl = \"file:out/{feed}.ndjson\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n";
-    env.write("sub/feedsync.toml", cfg);
+    let cfg = ConfigBuilder::new()
+        .target_url("file:out/{feed}.ndjson")
+        .feed(FeedConfig::new("p", "p.ndjson", &["sku"]))
+        .to_toml();
+    env.write("sub/feedsync.toml", &cfg);
     env.write("sub/p.ndjson", "{\"sku\":\"A\"}\n{\"sku\":\"B\"}\n");
     let bin = env!("CARGO_BIN_EXE_feedsync");
     let status = |cmd: &mut std::process::Command| -> Run { cmd.output().unwrap().into() };
@@ -534,7 +536,7 @@ fn the_config_is_found_by_flag_env_then_working_directory() {
     assert_eq!(run.json()["feeds"][0]["live"], 2);
 
     // --config wins over the environment.
-    env.write("feedsync.toml", cfg);
+    env.write("feedsync.toml", &cfg);
     let run = status(
         std::process::Command::new(bin)
             .current_dir(env.path("sub"))
@@ -558,8 +560,13 @@ fn the_config_is_found_by_flag_env_then_working_directory() {
 #[test]
 fn a_file_target_gets_one_envelope_per_batch() {
     let env = Env::new();
-    env.config(
-        "[target]\nurl = \"file:out/{feed}.ndjson\"\nbatch_size = 2\n[[feeds]]\nname = \"p\"\nsource = \"p.json\"\nkey = [\"sku\"]\n",
+    env.write_config(
+        &ConfigBuilder::new()
+            .target(|t| {
+                t.url = "file:out/{feed}.ndjson".into();
+                t.batch_size = Some(2);
+            })
+            .feed(FeedConfig::new("p", "p.json", &["sku"])),
     );
     env.write(
         "p.json",
@@ -587,10 +594,18 @@ fn a_file_target_gets_one_envelope_per_batch() {
 fn signing_and_credentials_come_from_the_environment() {
     let receiver = Receiver::start();
     let mut env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\ngzip = false\ntoken_env = \"T\"\napi_key_env = \"K\"\napi_key_header = \"x-shop-key\"\nsigning_secret_env = \"S\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target(|t| {
+                t.url = receiver.url("/{feed}");
+                t.token_env = Some("T".into());
+                t.api_key_env = Some("K".into());
+                t.signing_secret_env = Some("S".into());
+                t.extra.insert("gzip".into(), false.into());
+                t.extra.insert("api_key_header".into(), "x-shop-key".into());
+            })
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"])),
+    );
     env.write("p.ndjson", "{\"sku\":\"A\"}\n");
     env.set_env("T", "tok-123");
     env.set_env("K", "key-456");
@@ -611,13 +626,13 @@ fn signing_and_credentials_come_from_the_environment() {
 fn one_bad_feed_does_not_stop_the_others() {
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\n\
-         [[feeds]]\nname = \"a\"\nsource = \"a.ndjson\"\nkey = [\"sku\"]\n\
-         [[feeds]]\nname = \"b\"\nsource = \"missing.ndjson\"\nkey = [\"sku\"]\n\
-         [[feeds]]\nname = \"c\"\nsource = \"c.csv\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target_url(&receiver.url("/{feed}"))
+            .feed(FeedConfig::new("a", "a.ndjson", &["sku"]))
+            .feed(FeedConfig::new("b", "missing.ndjson", &["sku"]))
+            .feed(FeedConfig::new("c", "c.csv", &["sku"])),
+    );
     env.write("a.ndjson", "{\"sku\":\"A1\"}\n");
     env.write("c.csv", "sku,name\nC1,\"multi\nline\"\n");
     let run = env.run(&["sync", "--json"]);
@@ -663,9 +678,9 @@ fn a_corrupt_state_file_exits_5_and_is_left_alone() {
 fn quiet_prints_errors_only_and_runs_lists_twenty_by_default() {
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&config_for(
+    env.write_config(&ConfigBuilder::one_feed(
         &receiver.url("/{feed}"),
-        "name = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]",
+        FeedConfig::new("p", "p.ndjson", &["sku"]),
     ));
     env.write("p.ndjson", "{\"sku\":\"A\"}\n");
     receiver.push(Behavior::Status(503, "busy".into()));

@@ -1,22 +1,23 @@
 //! `feedsync backup`: a sound copy even while a run is writing, and a
 //! restored backup that converges on the source with resends only.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn setup(receiver: &Receiver, rows: &[Value]) -> Env {
     let env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\nbatch_size = 10\n\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nmax_deletes = \"100%\"\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target(|t| {
+                t.url = receiver.url("/{feed}");
+                t.batch_size = Some(10);
+            })
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"]).with("max_deletes", "100%")),
+    );
     write_ndjson(&env.path("p.ndjson"), rows);
     env
 }
@@ -140,12 +141,12 @@ fn backup_refuses_the_state_file_itself_and_needs_one() {
 fn after_a_restore_a_feed_that_cannot_be_read_does_not_make_the_others_resend_again() {
     let receiver = Receiver::start();
     let env = Env::new();
-    env.config(&format!(
-        "[target]\nurl = \"{}\"\n\n\
-         [[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n\n\
-         [[feeds]]\nname = \"q\"\nsource = \"q.ndjson\"\nkey = [\"sku\"]\n",
-        receiver.url("/{feed}")
-    ));
+    env.write_config(
+        &ConfigBuilder::new()
+            .target_url(&receiver.url("/{feed}"))
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"]))
+            .feed(FeedConfig::new("q", "q.ndjson", &["sku"])),
+    );
     write_ndjson(&env.path("p.ndjson"), &rows(&[("A", 1), ("B", 2)]));
     write_ndjson(&env.path("q.ndjson"), &rows(&[("X", 1)]));
     env.run(&["sync"]).assert_code(0);

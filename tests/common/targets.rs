@@ -1,0 +1,190 @@
+//! Every target kind behind one test interface, so one delivery suite runs
+//! against each (as litestream runs one suite against every replica
+//! client). A kind is a [`TargetKind`] variant plus its fake: something
+//! feedsync can deliver to that answers "what was sent" and "what do you
+//! hold" the same way for every kind. Adding a kind: one variant, its arm
+//! in [`TargetKind::start`] and [`TargetKind::all`], its line in
+//! `per_target_kind!`, and the fake.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{Behavior, Env, Receiver};
+
+/// A kind of target feedsync can deliver to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `file:PATH`: NDJSON envelopes appended to a file.
+    File,
+    /// An `http://` webhook, served by the loopback [`Receiver`].
+    Webhook,
+}
+
+impl TargetKind {
+    /// Every kind, in the order the shared suite runs them.
+    pub fn all() -> [TargetKind; 2] {
+        [TargetKind::File, TargetKind::Webhook]
+    }
+
+    /// Starts a fake of this kind for an installation in `env`.
+    pub fn start(self, env: &Env) -> Box<dyn TargetFake> {
+        match self {
+            TargetKind::File => Box::new(FileTarget::new(env.path("target.ndjson"))),
+            TargetKind::Webhook => Box::new(Receiver::start()),
+        }
+    }
+}
+
+/// A running target of some kind, seen from the test.
+pub trait TargetFake {
+    /// The `url` to put in `[target]`.
+    fn url(&self) -> String;
+    /// (op, id) of every item of `feed` it has taken, in order.
+    fn sent_ops(&self, feed: &str) -> Vec<(String, String)>;
+    /// id → data it holds for `feed` after applying everything it took.
+    fn mirror(&self, feed: &str) -> BTreeMap<String, Value>;
+    /// Makes the next deliveries fail in a way feedsync retries.
+    fn break_it(&self);
+    /// Undoes `break_it`.
+    fn heal(&self);
+}
+
+impl TargetFake for Receiver {
+    fn url(&self) -> String {
+        Receiver::url(self, "/{feed}")
+    }
+    fn sent_ops(&self, feed: &str) -> Vec<(String, String)> {
+        Receiver::sent_ops(self, feed)
+    }
+    fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
+        Receiver::mirror(self, feed)
+    }
+    fn break_it(&self) {
+        self.set(Behavior::Status(503, "down for maintenance".into()));
+    }
+    fn heal(&self) {
+        self.set(Behavior::Ok);
+    }
+}
+
+/// A `file:` target: the NDJSON file feedsync appends envelopes to.
+pub struct FileTarget {
+    pub path: PathBuf,
+}
+
+impl FileTarget {
+    pub fn new(path: PathBuf) -> FileTarget {
+        FileTarget { path }
+    }
+}
+
+impl TargetFake for FileTarget {
+    fn url(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+    fn sent_ops(&self, feed: &str) -> Vec<(String, String)> {
+        if !self.path.is_file() {
+            return Vec::new();
+        }
+        file_envelopes(&self.path, 0)
+            .iter()
+            .filter(|e| e["feed"] == feed)
+            .flat_map(|e| e["items"].as_array().cloned().unwrap_or_default())
+            .map(|i| (i["op"].as_str().unwrap_or("").to_string(), item_id(&i)))
+            .collect()
+    }
+    fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
+        if !self.path.is_file() {
+            return BTreeMap::new();
+        }
+        file_mirror(&self.path, 0, feed)
+    }
+    /// A folder where the file should be: every write fails.
+    fn break_it(&self) {
+        std::fs::create_dir_all(&self.path).unwrap();
+    }
+    fn heal(&self) {
+        std::fs::remove_dir(&self.path).unwrap();
+    }
+}
+
+fn item_id(item: &Value) -> String {
+    match &item["id"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every envelope in a file target from byte `skip` on, read as a
+/// line-by-line reader would; panics naming the line when one is not a
+/// whole envelope, or when the file ends mid-line.
+pub fn file_envelopes(path: &Path, skip: usize) -> Vec<Value> {
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(skip as u64)).unwrap();
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).unwrap();
+    assert!(
+        bytes.is_empty() || bytes.ends_with(b"\n"),
+        "the file ends mid-line: …{}",
+        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(80)..])
+    );
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(n, line)| {
+            serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!(
+                    "line {} is not a whole envelope ({e}): {}…",
+                    n + 1,
+                    String::from_utf8_lossy(&line[..line.len().min(200)])
+                )
+            })
+        })
+        .collect()
+}
+
+/// What a reader applying a file target's envelopes (from byte `skip` on)
+/// in order holds for `feed`: id → data, the receiver's `mirror` shape.
+pub fn file_mirror(path: &Path, skip: usize, feed: &str) -> BTreeMap<String, Value> {
+    let mut got = BTreeMap::new();
+    for envelope in file_envelopes(path, skip) {
+        if envelope["feed"] != feed {
+            continue;
+        }
+        for item in envelope["items"].as_array().into_iter().flatten() {
+            match item["op"].as_str() {
+                Some("delete") => {
+                    got.remove(&item_id(item));
+                }
+                _ => {
+                    got.insert(item_id(item), item["data"].clone());
+                }
+            }
+        }
+    }
+    got
+}
+
+/// One `#[test]` per target kind for each named `fn NAME(kind: TargetKind)`
+/// in the calling module: `file::NAME`, `webhook::NAME`, …
+#[macro_export]
+macro_rules! per_target_kind {
+    ($($test:ident),* $(,)?) => {
+        $crate::per_target_kind!(@kind file File [$($test),*]);
+        $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
+    };
+    (@kind $module:ident $kind:ident [$($test:ident),*]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($crate::common::TargetKind::$kind)
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,22 @@
+//! Every integration test in one binary, as `just` does (`tests/lib.rs`):
+//! the harness is compiled once, and all areas link against it instead of
+//! eleven binaries each rebuilding it. Run one area with
+//! `cargo test --test integration sync::`, one test by its name.
+
+mod common;
+
+/// One module per area of behaviour.
+mod suite {
+    mod backup;
+    mod crash;
+    mod delivery;
+    mod doctor;
+    mod fastpath;
+    mod formats;
+    mod jobs;
+    mod ops;
+    mod receiver_selftest;
+    mod sources;
+    mod sync;
+    mod target_kinds;
+}
