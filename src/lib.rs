@@ -34,3 +34,4 @@ pub mod state;
 pub mod stop;
 pub mod sync;
 pub mod target;
+pub mod threads;
