@@ -8,7 +8,7 @@
 //! JSON records are hashed by `scan` straight from their bytes: parsing
 //! dominates the cost of a first sync, and a `Value` tree would only be
 //! thrown away. CSV records arrive as a `Value` and are hashed by
-//! [`walk_value`] with the same scheme, so a CSV row and a JSON object with
+//! `walk_value` with the same scheme, so a CSV row and a JSON object with
 //! equal content hash alike; tests hold the two to agreeing. Both pick up
 //! the values the rules ask for (key fields, the deleted flag) on the way,
 //! so a record is read once. `record` turns those into an item.

@@ -10,7 +10,7 @@
 //! refused before more of it is read (guarantee 8).
 //!
 //! This file holds what every format shares: the [`Splitter`] and its
-//! errors, the read [`Buffer`] and the cap, written once. Each format is one
+//! errors, the read `Buffer` and the cap, written once. Each format is one
 //! file that finds where its next record ends: `ndjson`, `json`, `csv`.
 
 use std::io::{self, Read};
