@@ -206,7 +206,7 @@ impl Courier {
         let window = target.window();
         let (to, inbox) = sync_channel::<Vec<OutItem>>(window);
         let (outbox, from) = sync_channel(window);
-        crate::diff::named(scope, "feedsync-send", move || {
+        crate::threads::named(scope, "feedsync-send", move || {
             let mut failed = false;
             while let Ok(first) = inbox.recv() {
                 // Whatever else is already waiting goes in the same group.

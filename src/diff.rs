@@ -28,6 +28,7 @@ use crate::format::{Decoder, SplitError, Splitter};
 use crate::record::{Hash, Item, Rules, raw_hash};
 use crate::spool::Spool;
 use crate::state::{Slot, Tx};
+use crate::threads;
 
 /// What one collect found.
 #[derive(Debug, Default, Clone, Copy)]
@@ -176,14 +177,14 @@ pub fn collect(
     let mut apply = std::thread::scope(|scope| -> Result<Apply<'_, '_>> {
         let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(workers * 2);
         let (done_tx, done_rx) = sync_channel::<(Chunk, Vec<Outcome>)>(workers * 2);
-        named(scope, "feedsync-split", move || split(records, chunk_tx));
+        threads::named(scope, "feedsync-split", move || split(records, chunk_tx));
         // Shared by the workers; when the last one stops, the splitter's
         // next send fails and it stops too.
         let chunk_rx = Arc::new(Mutex::new(chunk_rx));
         for _ in 0..workers {
             let (chunk_rx, done_tx) = (Arc::clone(&chunk_rx), done_tx.clone());
             let (index, slots, rules, decoder) = (&index, &slots, &rules, &decoder);
-            named(scope, "feedsync-parse", move || {
+            threads::named(scope, "feedsync-parse", move || {
                 let work = Work {
                     index,
                     slots,
@@ -205,19 +206,6 @@ pub fn collect(
     }
     tx.set_raw_seed(feed_id, seed as i64)?;
     Ok(apply.finish())
-}
-
-/// Spawns a scoped thread with a name, so profilers and `top -H` can tell
-/// the threads apart.
-pub fn named<'s, 'e, F: FnOnce() + Send + 's>(
-    scope: &'s std::thread::Scope<'s, 'e>,
-    name: &str,
-    f: F,
-) {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn_scoped(scope, f)
-        .expect("spawning a thread");
 }
 
 /// The splitting thread: copies records into chunks for the workers.

@@ -38,3 +38,4 @@ pub mod state;
 pub mod stop;
 pub mod sync;
 pub mod target;
+pub mod threads;

@@ -1,27 +1,19 @@
 //! From a record to an item: its key and id, its canonical hash, and
 //! whether an incremental source marks it deleted.
 //!
-//! The canonical hash is what decides "changed": a hash over the record's
-//! content with object keys sorted, the `hash_exclude` fields left out and
-//! the `sort_arrays` arrays sorted, so equal content hashes alike whatever
-//! the key order or spacing in the source. Every value is hashed with a
-//! tag for its type, and containers hash their members' hashes.
-//!
-//! JSON records are hashed by `canonical`'s scanner straight from their
-//! bytes: parsing dominates the cost of a first sync, and a `Value` tree
-//! would only be thrown away. CSV records arrive as a `Value` and are
-//! hashed by walking it with the same scheme, so a CSV row and a JSON
-//! object with equal content hash alike.
+//! The feed's rules are compiled here into the tree of paths that
+//! `canonical` hashes by; it hands back the hash and the values the rules
+//! asked for, which become the item's key, id and deleted flag.
 
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
+use crate::canonical::{self, Captures, Node};
 use crate::config::Feed;
 
-/// A 128-bit content hash. Wide enough that a collision is not a concern
-/// for "never miss a change".
-pub type Hash = u128;
+pub use crate::canonical::Hash;
 
+/// A hash as 32 hex digits, as a target is sent it.
 pub fn hash_hex(h: Hash) -> String {
     format!("{h:032x}")
 }
@@ -53,38 +45,6 @@ pub struct Rules {
     sort_arrays: Vec<String>,
     deleted_field: Option<String>,
     root: Node,
-}
-
-/// A place in the record that a rule names.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Node {
-    children: Vec<(String, Node)>,
-    pub exclude: bool,
-    pub sort: bool,
-    key: Option<usize>,
-    deleted: bool,
-}
-
-impl Node {
-    pub fn child(&self, name: &[u8]) -> Option<&Node> {
-        self.children
-            .iter()
-            .find(|(n, _)| n.as_bytes() == name)
-            .map(|(_, c)| c)
-    }
-
-    fn at(&mut self, path: &str) -> &mut Node {
-        path.split('.').fold(self, |node, part| {
-            let i = match node.children.iter().position(|(n, _)| n == part) {
-                Some(i) => i,
-                None => {
-                    node.children.push((part.to_string(), Node::default()));
-                    node.children.len() - 1
-                }
-            };
-            &mut node.children[i].1
-        })
-    }
 }
 
 impl Rules {
@@ -137,7 +97,7 @@ impl Rules {
     /// record is bad.
     pub fn from_json(&self, bytes: &[u8]) -> Result<Item, String> {
         let mut caps = Captures::new(self.key.len());
-        let hash = crate::canonical::hash_record(bytes, &self.root, &mut caps)?;
+        let hash = canonical::hash_record(bytes, &self.root, &mut caps)?;
         self.finish(hash, caps)
     }
 
@@ -147,7 +107,7 @@ impl Rules {
             return Err("not a JSON object".into());
         }
         let mut caps = Captures::new(self.key.len());
-        let hash = walk_value(value, Some(&self.root), &mut caps);
+        let hash = canonical::walk_value(value, Some(&self.root), &mut caps);
         self.finish(hash, caps)
     }
 
@@ -179,145 +139,6 @@ impl Rules {
             hash,
             deleted: caps.deleted.as_ref().is_some_and(is_true),
         })
-    }
-}
-
-/// Values the rules ask for, picked up while hashing.
-pub(crate) struct Captures {
-    keys: Vec<Option<Value>>,
-    deleted: Option<Value>,
-}
-
-impl Captures {
-    fn new(keys: usize) -> Captures {
-        Captures {
-            keys: vec![None; keys],
-            deleted: None,
-        }
-    }
-
-    /// Records `v` if `node` is a key field or the deleted field.
-    pub fn take(&mut self, node: Option<&Node>, v: impl FnOnce() -> Value) {
-        if let Some(n) = node
-            && (n.key.is_some() || n.deleted)
-        {
-            let v = v();
-            if let Some(i) = n.key {
-                self.keys[i] = Some(v.clone());
-            }
-            if n.deleted {
-                self.deleted = Some(v);
-            }
-        }
-    }
-}
-
-/// The hashing scheme: a seed per type keeps the domains apart, and
-/// containers hash their members' hashes.
-pub(crate) mod scheme {
-    use super::Hash;
-    use xxhash_rust::xxh3::{Xxh3, xxh3_64_with_seed, xxh3_128_with_seed};
-
-    pub const NULL: u64 = 1;
-    pub const BOOL: u64 = 2;
-    const UINT: u64 = 3;
-    const INT: u64 = 4;
-    const FLOAT: u64 = 5;
-    pub const STRING: u64 = 6;
-    const ARRAY: u64 = 7;
-    const OBJECT: u64 = 8;
-    const MEMBER: u64 = 9;
-
-    pub fn array(items: &mut [Hash], sort: bool) -> Hash {
-        if sort {
-            items.sort_unstable();
-        }
-        let mut h = Array::new();
-        for &item in items.iter() {
-            h.push(item);
-        }
-        h.finish()
-    }
-
-    /// An array hashed item by item, as its items come: an unsorted array
-    /// needs no list of its items' hashes, which for an array of small
-    /// numbers would take eight times the record's size.
-    pub struct Array(Xxh3);
-
-    impl Array {
-        pub fn new() -> Array {
-            Array(Xxh3::with_seed(ARRAY))
-        }
-
-        pub fn push(&mut self, item: Hash) {
-            self.0.update(&item.to_le_bytes());
-        }
-
-        pub fn finish(self) -> Hash {
-            self.0.digest128()
-        }
-    }
-
-    /// One object member: the key's hash seeds the hash of the value's,
-    /// binding the two.
-    pub fn member(key: &[u8], value: Hash) -> Hash {
-        xxh3_128_with_seed(&value.to_le_bytes(), xxh3_64_with_seed(key, MEMBER))
-    }
-
-    /// An object from the wrapping sum of its members' hashes: a sum does
-    /// not depend on order, so members need no sorting. (Keys are taken to
-    /// be unique, as RFC 8259 asks; a repeated key counts each time.)
-    pub fn object(members_sum: Hash) -> Hash {
-        xxh3_128_with_seed(&members_sum.to_le_bytes(), OBJECT)
-    }
-
-    pub fn number(n: &serde_json::Number) -> Hash {
-        if let Some(u) = n.as_u64() {
-            xxh3_128_with_seed(&u.to_le_bytes(), UINT)
-        } else if let Some(i) = n.as_i64() {
-            xxh3_128_with_seed(&i.to_le_bytes(), INT)
-        } else {
-            let f = n.as_f64().unwrap_or(0.0);
-            xxh3_128_with_seed(&f.to_bits().to_le_bytes(), FLOAT)
-        }
-    }
-}
-
-fn walk_value(v: &Value, node: Option<&Node>, caps: &mut Captures) -> Hash {
-    match v {
-        Value::Null => {
-            caps.take(node, || Value::Null);
-            xxh3_128_with_seed(b"", scheme::NULL)
-        }
-        Value::Bool(b) => {
-            caps.take(node, || Value::Bool(*b));
-            xxh3_128_with_seed(&[*b as u8], scheme::BOOL)
-        }
-        Value::Number(n) => {
-            caps.take(node, || Value::Number(n.clone()));
-            scheme::number(n)
-        }
-        Value::String(s) => {
-            caps.take(node, || Value::String(s.clone()));
-            xxh3_128_with_seed(s.as_bytes(), scheme::STRING)
-        }
-        Value::Array(a) => {
-            caps.take(node, || Value::Array(Vec::new()));
-            let mut items: Vec<Hash> = a.iter().map(|x| walk_value(x, None, caps)).collect();
-            scheme::array(&mut items, node.is_some_and(|n| n.sort))
-        }
-        Value::Object(m) => {
-            caps.take(node, || Value::Object(Map::new()));
-            let mut sum: Hash = 0;
-            for (k, v) in m {
-                let child = node.and_then(|n| n.child(k.as_bytes()));
-                let h = walk_value(v, child, caps);
-                if !child.is_some_and(|c| c.exclude) {
-                    sum = sum.wrapping_add(scheme::member(k.as_bytes(), h));
-                }
-            }
-            scheme::object(sum)
-        }
     }
 }
 
