@@ -16,10 +16,11 @@ use crate::error::{self, Error};
 use crate::exit_code::ExitCode;
 use crate::job::{Job, RunSummary};
 use crate::joblog;
+use crate::outcome::JobReport;
 use crate::report;
 use crate::schedule;
 use crate::state::{self, ItemFilter, State};
-use crate::sync::{JobReport, Jobs, Plan};
+use crate::sync::{Jobs, Plan};
 use crate::target::SyncKind;
 
 /// How chatty to be, from `-v`/`-q` and whether stderr is a terminal.

@@ -15,9 +15,9 @@ use indicatif::ProgressBar;
 use crate::clock;
 use crate::config::Feed;
 use crate::error::Result;
+use crate::outcome::FeedReport;
 use crate::spool::Spool;
 use crate::state::{OutItem, Outcome as Recorded, Queue, State};
-use crate::sync::FeedReport;
 use crate::target::{Response, SyncKind, Target, Verdict};
 
 /// Sends a feed's queue in batches until it is empty, a batch must be

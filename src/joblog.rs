@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::clock;
 use crate::exit_code::ExitCode;
 use crate::job::Job;
-use crate::sync::{FeedReport, JobReport};
+use crate::outcome::{FeedReport, JobReport};
 
 /// One feed's line.
 pub fn line(job: Job, f: &FeedReport) -> Value {

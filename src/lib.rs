@@ -29,6 +29,7 @@ pub mod html;
 pub mod init;
 pub mod job;
 pub mod joblog;
+pub mod outcome;
 pub mod record;
 pub mod report;
 pub mod schedule;
