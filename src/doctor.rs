@@ -365,11 +365,7 @@ fn ago(secs: i64) -> String {
 }
 
 fn check_cron(f: &mut Findings, config: &Config, state: &State) {
-    let dir = config
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = config.dir().to_path_buf();
     let dir = dir.canonicalize().unwrap_or(dir);
     let crontab = format!(
         "`* * * * * cd {} && feedsync run` in the crontab (or `feedsync daemon` under systemd)",

@@ -45,9 +45,7 @@ pub fn escape(s: &str) -> String {
 pub fn write(config: &Config, state: &State, path: &Path, now: i64) -> Result<()> {
     let page = page(config, state, now)?;
     let fail = |e: std::io::Error| Error::config(format!("cannot write {}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
+    std::fs::create_dir_all(crate::paths::parent_dir(path)).map_err(fail)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, page).map_err(fail)?;

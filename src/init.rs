@@ -111,10 +111,7 @@ pub fn write(path: &Path, force: bool) -> Result<Written> {
             path.display()
         )));
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::paths::parent_dir(path);
     let io =
         |p: &Path, e: std::io::Error| Error::config(format!("cannot write {}: {e}", p.display()));
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;

@@ -77,9 +77,7 @@ fn append_lines(path: &Path, lines: &[Value]) -> std::io::Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    std::fs::create_dir_all(crate::paths::parent_dir(path))?;
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
     for v in lines {
         let mut bytes = serde_json::to_vec(v).map_err(std::io::Error::other)?;

@@ -30,6 +30,7 @@ pub mod init;
 pub mod job;
 pub mod joblog;
 pub mod outcome;
+pub mod paths;
 pub mod record;
 pub mod report;
 pub mod schedule;

@@ -107,11 +107,7 @@ impl<'a> Jobs<'a> {
 
     /// Where the spool goes: beside the state file, on the same disk.
     fn state_dir(&self) -> &std::path::Path {
-        self.state
-            .path()
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."))
+        crate::paths::parent_dir(self.state.path())
     }
 
     /// The one HTTP agent, made on first use, so connections are reused.

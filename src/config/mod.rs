@@ -35,14 +35,7 @@ pub fn locate(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-/// The folder a path is in, and `.` where `Path::parent` names none (`""`
-/// for a bare file name, `None` for a root): the folder to join relative
-/// paths to or to create.
-pub fn parent_dir(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
+use crate::paths::parent_dir;
 
 /// A source's data format (`format = …`, or told from the file name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -10,10 +10,11 @@ use std::time::Duration;
 use super::raw::{RawConfig, RawFeed, TargetKeys};
 use super::{
     Config, Endpoint, Feed, MaxDeletes, Mode, Scheduled, SecretNames, SourceSpec, TargetSettings,
-    format_from_name, parent_dir,
+    format_from_name,
 };
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::paths::parent_dir;
 use crate::schedule::Cron;
 
 /// Resolves one file's raw tables; it knows the file's name for errors and

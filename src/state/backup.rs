@@ -75,9 +75,8 @@ impl State {
             let io = |e: std::io::Error| Error::State(e.to_string());
             File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
             std::fs::rename(&tmp, dest).map_err(io)?;
-            if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = File::open(dir).and_then(|d| d.sync_all());
-            }
+            // The rename is durable once its folder is.
+            let _ = File::open(crate::paths::parent_dir(dest)).and_then(|d| d.sync_all());
             Ok(())
         })();
         if result.is_err() {
@@ -102,10 +101,7 @@ impl State {
 /// copy is about to take (a hot journal left under it would be rolled
 /// into the new copy). A backup still running keeps its files.
 fn remove_stale_temps(dest: &Path, name: &str) {
-    let dir = dest
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::paths::parent_dir(dest);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -31,9 +31,7 @@ fn lock_path(state: &Path) -> PathBuf {
 
 fn try_lock(state: &Path) -> Result<File> {
     let path = lock_path(state);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::create_dir_all(dir);
-    }
+    let _ = std::fs::create_dir_all(crate::paths::parent_dir(&path));
     let file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -44,9 +44,7 @@ impl State {
     pub fn open(path: &Path) -> Result<State> {
         let fail = |what: &dyn std::fmt::Display| file_error(path, what);
         if !path.exists() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-            }
+            std::fs::create_dir_all(crate::paths::parent_dir(path)).map_err(|e| fail(&e))?;
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -273,10 +271,7 @@ fn corrupt(e: &rusqlite::Error) -> bool {
 /// "disk I/O error" on a full disk.
 pub fn full_disk(path: &Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::paths::parent_dir(path);
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut fs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
