@@ -5,14 +5,17 @@
 //! The way through the code: `cli` (the command line) and `config` (the
 //! file: `raw` as written, `resolve`d into per-feed settings, `secrets`
 //! named) → `app` (the commands) → `sync` (collect, then `deliver`), which
-//! uses `source` and `format` (reading exports), `record` and `canonical`
-//! (keys and hashes), `diff` (finding changes), `state` (the SQLite file),
-//! `spool` (data on its way) and `target` (the wire: `target::http` for
-//! every HTTP kind, one file per kind, and the `file:` target). Around
-//! them, for operating it: `init` (a first config), `doctor` (checks),
-//! `html` (the status page), `joblog` (the log file) and `report` (text
-//! and JSON views). Shared words: `job` (the kinds of job and their names),
-//! `error` (typed failures) and `exit_code` (what each means to cron).
+//! uses `source` (one file per source kind behind `source::Kind`) and
+//! `format` (one file per export format), `record` and `canonical` (keys
+//! and hashes), `diff` (finding changes), `state` (the SQLite file, by
+//! topic), `spool` (data on its way) and `target` (the wire: one file per
+//! target kind behind `target::Kind`, the rules every HTTP kind shares in
+//! `target::http`, and the `file:` target). `outcome` is what a job did.
+//! Around them, for operating it: `init` (a first config), `doctor`
+//! (checks), `html` (the status page), `joblog` (the log file) and `report`
+//! (text and JSON views). Shared words: `job` (the kinds of job and their
+//! names), `error` (typed failures), `exit_code` (what each means to cron),
+//! `clock` (the one clock), `schedule`, `paths`, `threads` and `stop`.
 
 pub mod app;
 pub mod canonical;
