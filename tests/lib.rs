@@ -18,5 +18,6 @@ mod suite {
     mod receiver_selftest;
     mod sources;
     mod sync;
+    mod target_config;
     mod target_kinds;
 }
