@@ -30,8 +30,13 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every kind, in the order the shared suite runs them.
-    pub fn all() -> [TargetKind; 2] {
-        [TargetKind::File, TargetKind::Webhook]
+    pub fn all() -> [TargetKind; 4] {
+        [
+            TargetKind::File,
+            TargetKind::Webhook,
+            TargetKind::Elasticsearch,
+            TargetKind::Opensearch,
+        ]
     }
 
     /// Starts a fake of this kind for an installation in `env`.
@@ -204,6 +209,8 @@ macro_rules! per_target_kind {
     ($($test:ident),* $(,)?) => {
         $crate::per_target_kind!(@kind file File [$($test),*]);
         $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
+        $crate::per_target_kind!(@kind elasticsearch Elasticsearch [$($test),*]);
+        $crate::per_target_kind!(@kind opensearch Opensearch [$($test),*]);
     };
     (@kind $module:ident $kind:ident [$($test:ident),*]) => {
         mod $module {
