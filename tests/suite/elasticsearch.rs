@@ -196,7 +196,12 @@ fn credentials_are_sent_as_the_kind_says() {
         es.require_auth(&want);
         let mut env = setup(&es, kind, extra, &rows(&["A"]));
         env.set_env(env_var, value);
-        env.run(&["sync"]).assert_code(0);
+        // Secrets never reach the logs, whatever RUST_LOG says.
+        env.set_env("RUST_LOG", "trace");
+        let run = env.run(&["sync"]);
+        run.assert_code(0);
+        assert!(!run.stderr.contains(value), "{kind}: a secret was logged");
+        assert!(!run.stderr.contains(&want), "{kind}: a secret was logged");
         assert_eq!(es.docs("p").len(), 1, "{kind} {extra}");
         // A wrong credential: the target is refused, the item stays pending.
         write_ndjson(&env.path("p.ndjson"), &rows(&["A", "B"]));
@@ -281,4 +286,22 @@ target = "search"
     assert_eq!(env.count_via_cli("w", "pending"), 2);
     assert_eq!(es.docs("p").len(), 2);
     assert_eq!(env.count_via_cli("p", "sent"), 2);
+}
+
+#[test]
+fn a_feed_may_pick_its_own_kind() {
+    // `[target]` is a webhook; this feed sends to a cluster instead.
+    let es = ElasticFake::start();
+    let hook = Receiver::start();
+    let env = Env::new();
+    write_ndjson(&env.path("p.ndjson"), &rows(&["A"]));
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nkind = \"elasticsearch\"\nurl = \"{}\"\nindex = \"catalog\"\n[[feeds]]\nname = \"q\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        hook.url("/{feed}"),
+        es.base_url()
+    ));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(es.docs("catalog").len(), 1);
+    assert_eq!(hook.catalog("q").len(), 1);
+    assert!(hook.catalog("p").is_empty());
 }

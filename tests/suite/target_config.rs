@@ -550,3 +550,14 @@ fn standard_signing_needs_a_secret() {
         &["target.signature", "signing_secret_env"],
     );
 }
+
+#[test]
+fn doctor_calls_a_webhook_answering_410_a_problem() {
+    let r = Receiver::start();
+    r.set(Behavior::Status(410, "retired".into()));
+    let env = env_with(&format!("[target]\nurl = \"{}\"\n{FEED}", r.url("/{feed}")));
+    let run = env.run(&["doctor"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("PROBLEM  target p"), "{}", run.stdout);
+    assert!(run.stdout.contains("410"), "{}", run.stdout);
+}
