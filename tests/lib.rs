@@ -11,6 +11,7 @@ mod suite {
     mod crash;
     mod delivery;
     mod doctor;
+    mod elasticsearch;
     mod fastpath;
     mod formats;
     mod jobs;
@@ -18,5 +19,6 @@ mod suite {
     mod receiver_selftest;
     mod sources;
     mod sync;
+    mod target_config;
     mod target_kinds;
 }

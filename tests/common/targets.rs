@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::fakes::elasticsearch::ElasticFake;
 use super::{Behavior, Env, Receiver};
 
 /// A kind of target feedsync can deliver to.
@@ -21,12 +22,21 @@ pub enum TargetKind {
     File,
     /// An `http://` webhook, served by the loopback [`Receiver`].
     Webhook,
+    /// `kind = "elasticsearch"`, served by [`ElasticFake`].
+    Elasticsearch,
+    /// `kind = "opensearch"`: the same protocol, OpenSearch's `GET /`.
+    Opensearch,
 }
 
 impl TargetKind {
     /// Every kind, in the order the shared suite runs them.
-    pub fn all() -> [TargetKind; 2] {
-        [TargetKind::File, TargetKind::Webhook]
+    pub fn all() -> [TargetKind; 4] {
+        [
+            TargetKind::File,
+            TargetKind::Webhook,
+            TargetKind::Elasticsearch,
+            TargetKind::Opensearch,
+        ]
     }
 
     /// Starts a fake of this kind for an installation in `env`.
@@ -34,6 +44,8 @@ impl TargetKind {
         match self {
             TargetKind::File => Box::new(FileTarget::new(env.path("target.ndjson"))),
             TargetKind::Webhook => Box::new(Receiver::start()),
+            TargetKind::Elasticsearch => Box::new(ElasticFake::start()),
+            TargetKind::Opensearch => Box::new(ElasticFake::start_opensearch()),
         }
     }
 }
@@ -50,6 +62,19 @@ pub trait TargetFake {
     fn break_it(&self);
     /// Undoes `break_it`.
     fn heal(&self);
+    /// The `[target]` keys besides `url` this kind needs (`kind`, …).
+    fn target_keys(&self) -> toml::Table {
+        toml::Table::new()
+    }
+    /// Answers the next deliveries with 429 and `Retry-After: <secs>`.
+    fn throttle(&self, _secs: u64) {
+        panic!("this fake cannot throttle")
+    }
+    /// Refuses item `id` for good, as the service refuses a bad record
+    /// (the rest of its batch is fine); `false` when the kind cannot.
+    fn reject_item(&self, _id: &str) -> bool {
+        false
+    }
 }
 
 impl TargetFake for Receiver {
@@ -67,6 +92,14 @@ impl TargetFake for Receiver {
     }
     fn heal(&self) {
         self.set(Behavior::Ok);
+    }
+    fn throttle(&self, secs: u64) {
+        self.set(Behavior::RetryAfter(429, secs.to_string()));
+    }
+    /// A 400 for any batch holding it: feedsync splits to isolate it.
+    fn reject_item(&self, id: &str) -> bool {
+        self.set(Behavior::RejectIds(vec![id.to_string()]));
+        true
     }
 }
 
@@ -176,6 +209,8 @@ macro_rules! per_target_kind {
     ($($test:ident),* $(,)?) => {
         $crate::per_target_kind!(@kind file File [$($test),*]);
         $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
+        $crate::per_target_kind!(@kind elasticsearch Elasticsearch [$($test),*]);
+        $crate::per_target_kind!(@kind opensearch Opensearch [$($test),*]);
     };
     (@kind $module:ident $kind:ident [$($test:ident),*]) => {
         mod $module {

@@ -1,0 +1,6 @@
+//! Loopback fakes of the services feedsync speaks to natively (DESIGN.md,
+//! "Target kinds"), one file each, each written from the service's own
+//! API reference (paths, content types, auth headers, answer shapes), not
+//! from feedsync's code, and each able to misbehave on demand.
+
+pub mod elasticsearch;
