@@ -10,8 +10,8 @@
 //! `spool` (data on its way) and `target` (the wire: `target::http` for
 //! every HTTP kind, one file per kind, and the `file:` target). Around
 //! them, for operating it: `init` (a first config), `doctor` (checks),
-//! `html` (the status page), `joblog` (the log file) and `report` (text
-//! and JSON views). Shared words: `job` (the kinds of job and their names),
+//! `html` (the status page), `joblog` (the log file), `monitor` (the
+//! metrics file and heartbeat pings) and `report` (text and JSON views). Shared words: `job` (the kinds of job and their names),
 //! `error` (typed failures) and `exit_code` (what each means to cron).
 
 pub mod app;
@@ -29,6 +29,7 @@ pub mod html;
 pub mod init;
 pub mod job;
 pub mod joblog;
+pub mod monitor;
 pub mod record;
 pub mod report;
 pub mod schedule;

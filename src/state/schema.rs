@@ -15,6 +15,13 @@ const MIGRATIONS: &[&str] = &[
     // the clock turns out to have been fast (see `FAILED_AHEAD`). Rows
     // from version 1 keep NULL.
     "ALTER TABLE items ADD COLUMN failed_at INTEGER;",
+    // Version 3, for the metrics file: per feed, the items the target has
+    // acknowledged (`feedsync_items_sent_total`, bumped in the transaction
+    // that marks them sent), and the gauges last counted, as JSON (NULL
+    // once any item's status or deleted flag changed since), so a run that
+    // changes nothing writes the file without counting every item.
+    "ALTER TABLE feeds ADD COLUMN items_sent_total INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE feeds ADD COLUMN gauges TEXT;",
 ];
 
 /// The schema version this build writes.
