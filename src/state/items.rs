@@ -39,13 +39,18 @@ impl State {
     }
 
     /// Drops tombstones delivered before `before`; returns how many.
-    pub fn drop_tombstones(&self, feed_id: i64, before: i64) -> Result<u64> {
-        self.drop_gauges()?;
-        Ok(self.conn.execute(
+    pub fn drop_tombstones(&mut self, feed_id: i64, before: i64) -> Result<u64> {
+        let tx = self.write()?;
+        let n = tx.0.execute(
             "DELETE FROM items WHERE feed_id = ?1 AND deleted = 1 AND status = 'sent'
                AND sent_at < ?2",
             params![feed_id, before],
-        )? as u64)
+        )?;
+        if n > 0 {
+            tx.statuses_change()?;
+        }
+        tx.commit()?;
+        Ok(n as u64)
     }
 
     /// Puts every delivered tombstone back in the queue: after a restore,

@@ -245,11 +245,12 @@ fn the_metrics_file_follows_syncs_and_failures() {
     assert_eq!(m["feedsync_last_run_exit_code{job=\"sync\"}"], 1.0);
     assert_eq!(m["feedsync_items_live{feed=\"p\"}"], 5.0);
 
-    // A job that changes nothing still rewrites the file, and stays right.
+    // A job that changes nothing (no retry is due yet) still rewrites the
+    // file, and stays right.
     std::fs::remove_file(env.path("feedsync.prom")).unwrap();
-    env.run(&["cleanup"]).assert_code(0);
+    env.run(&["retry"]).assert_code(0);
     assert_matches_status(&env);
-    assert!(samples(&env).contains_key("feedsync_last_run_exit_code{job=\"cleanup\"}"));
+    assert!(samples(&env).contains_key("feedsync_last_run_exit_code{job=\"retry\"}"));
 
     // A source error: exit 3 recorded, the state untouched.
     env.write("p.ndjson", "{\"sku\": \"S1\"\n");
@@ -285,7 +286,7 @@ fn the_oldest_pending_change_has_an_age() {
         0.0
     );
     env.set_env("FEEDSYNC_NOW", "2026-03-01T10:02:30Z");
-    env.run(&["cleanup"]).assert_code(0);
+    env.run(&["retry"]).assert_code(0);
     let m = samples(&env);
     assert_eq!(m["feedsync_oldest_pending_age_seconds{feed=\"p\"}"], 150.0);
     assert_eq!(m["feedsync_items{feed=\"p\",status=\"pending\"}"], 3.0);
@@ -323,6 +324,18 @@ fn the_sent_counter_keeps_counting_across_runs() {
     env.run(&["resync", "--feed", "p"]).assert_code(0);
     assert_eq!(total(&env), 13.0);
     assert_matches_status(&env);
+
+    // `cleanup` a month on drops the delivered tombstone: counted again.
+    let mut env = env;
+    let later = chrono::Utc::now() + chrono::Duration::days(30);
+    env.set_env("FEEDSYNC_NOW", &later.to_rfc3339());
+    env.run(&["cleanup"]).assert_code(0);
+    assert_matches_status(&env);
+    assert_eq!(
+        samples(&env)["feedsync_items{feed=\"p\",status=\"sent\"}"],
+        9.0
+    );
+    assert_eq!(total(&env), 13.0, "a counter never goes down");
 }
 
 #[test]
@@ -346,8 +359,9 @@ fn after_a_sigkill_the_next_job_writes_the_true_counts() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     receiver.set(Behavior::Ok);
-    // A job that changes nothing: the file it writes must count again.
-    env.run(&["cleanup"]).assert_code(0);
+    // A job that changes nothing (no retry is due): the file it writes
+    // must count again.
+    env.run(&["retry"]).assert_code(0);
     assert_matches_status(&env);
     let m = samples(&env);
     assert!(
