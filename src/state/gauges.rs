@@ -1,8 +1,8 @@
 //! What the metrics file reports per feed, kept cheap to read: the
 //! counter of items the target acknowledged (bumped in the transactions
 //! that mark items sent, so it is exact after any crash), and the gauges
-//! (`status` counts and the oldest pending change) cached in the feed's
-//! row.
+//! (`status` counts and the oldest pending change) cached, both in the
+//! `feed_metrics` table.
 //!
 //! Counting the gauges scans a feed's items, about a second at a million,
 //! and a run that changed nothing must not pay that every minute. So the
@@ -43,7 +43,8 @@ impl State {
         let row = self
             .conn
             .query_row(
-                "SELECT id, gauges, items_sent_total, last_success_at FROM feeds WHERE name = ?1",
+                "SELECT f.id, m.gauges, coalesce(m.items_sent_total, 0), f.last_success_at
+                 FROM feeds f LEFT JOIN feed_metrics m ON m.feed_id = f.id WHERE f.name = ?1",
                 [name],
                 |r| {
                     Ok((
@@ -67,7 +68,8 @@ impl State {
                 let g = count_gauges(&tx, feed_id)?;
                 let text = serde_json::to_string(&g).map_err(|e| Error::State(e.to_string()))?;
                 tx.0.execute(
-                    "UPDATE feeds SET gauges = ?2 WHERE id = ?1",
+                    "INSERT INTO feed_metrics (feed_id, gauges) VALUES (?1, ?2)
+                     ON CONFLICT (feed_id) DO UPDATE SET gauges = excluded.gauges",
                     params![feed_id, text],
                 )?;
                 tx.commit()?;
@@ -85,10 +87,7 @@ impl State {
     /// transaction, called before them (a kill in between only costs a
     /// count).
     pub(super) fn drop_gauges(&self) -> Result<()> {
-        self.conn.execute(
-            "UPDATE feeds SET gauges = NULL WHERE gauges IS NOT NULL",
-            [],
-        )?;
+        self.conn.execute(DROP_GAUGES, [])?;
         Ok(())
     }
 }
@@ -99,10 +98,7 @@ impl Tx<'_> {
     /// transaction, in that transaction.
     pub(super) fn statuses_change(&self) -> Result<()> {
         if !self.1.replace(true) {
-            self.0.execute(
-                "UPDATE feeds SET gauges = NULL WHERE gauges IS NOT NULL",
-                [],
-            )?;
+            self.0.execute(DROP_GAUGES, [])?;
         }
         Ok(())
     }
@@ -112,8 +108,10 @@ impl Tx<'_> {
     pub(super) fn count_sent_by_rowid(&self, rowid: i64, n: usize) -> Result<()> {
         if n > 0 {
             let mut stmt = self.0.prepare_cached(
-                "UPDATE feeds SET items_sent_total = items_sent_total + ?2
-                 WHERE id = (SELECT feed_id FROM items WHERE rowid = ?1)",
+                "INSERT INTO feed_metrics (feed_id, items_sent_total)
+                 SELECT feed_id, ?2 FROM items WHERE rowid = ?1
+                 ON CONFLICT (feed_id) DO UPDATE
+                     SET items_sent_total = items_sent_total + excluded.items_sent_total",
             )?;
             stmt.execute(params![rowid, n as i64])?;
         }
@@ -124,13 +122,18 @@ impl Tx<'_> {
     pub(super) fn count_sent(&self, feed_id: i64, n: usize) -> Result<()> {
         if n > 0 {
             let mut stmt = self.0.prepare_cached(
-                "UPDATE feeds SET items_sent_total = items_sent_total + ?2 WHERE id = ?1",
+                "INSERT INTO feed_metrics (feed_id, items_sent_total) VALUES (?1, ?2)
+                 ON CONFLICT (feed_id) DO UPDATE
+                     SET items_sent_total = items_sent_total + excluded.items_sent_total",
             )?;
             stmt.execute(params![feed_id, n as i64])?;
         }
         Ok(())
     }
 }
+
+/// Forgets every feed's counted gauges.
+const DROP_GAUGES: &str = "UPDATE feed_metrics SET gauges = NULL WHERE gauges IS NOT NULL";
 
 /// Counts a feed's gauges: one pass over its items.
 fn count_gauges(tx: &Tx<'_>, feed_id: i64) -> Result<Gauges> {
