@@ -615,3 +615,25 @@ fn monitoring_keys_are_checked() {
     run.assert_code(2);
     assert!(run.stderr.contains("metrics.file"), "{}", run.stderr);
 }
+
+#[test]
+fn a_metrics_file_that_cannot_be_written_is_a_warning() {
+    let receiver = Receiver::start();
+    let env = setup(&receiver, &catalog(2), false, |c| {
+        let mut t = toml::Table::new();
+        t.insert("file".into(), "missing-folder/feedsync.prom".into());
+        c.top("metrics", t)
+    });
+    let run = env.run(&["sync"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("warn") && run.stderr.contains("missing-folder/feedsync.prom"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        env.count_via_cli("p", "sent"),
+        2,
+        "the sync itself went through"
+    );
+}
