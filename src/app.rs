@@ -16,6 +16,7 @@ use crate::error::{self, Error};
 use crate::exit_code::ExitCode;
 use crate::job::{Job, RunSummary};
 use crate::joblog;
+use crate::monitor::{self, Heartbeat};
 use crate::outcome::JobReport;
 use crate::report;
 use crate::schedule;
@@ -201,7 +202,8 @@ impl Task {
         if self.dry_run() {
             return Ok(work(state)?);
         }
-        let run = state.start_run(self.job, clock::now_secs())?;
+        let started_at = clock::now_secs();
+        let run = state.start_run(self.job, started_at)?;
         let started = std::time::Instant::now();
         let result = work(state);
         let (code, summary) = match &result {
@@ -229,6 +231,12 @@ impl Task {
             }
         }
         state.finish_run(run, clock::now_secs(), code.code(), &summary.to_stored())?;
+        let ran = monitor::LastRun {
+            started_at,
+            exit_code: code.code(),
+            duration_seconds: started.elapsed().as_secs_f64(),
+        };
+        monitor::after_job(config, state, self.job, &ran);
         Ok(result?)
     }
 }
@@ -258,14 +266,23 @@ fn direct(
         FeedSecrets::default()
     };
     let (_lock, mut state) = open_for_writing(config)?;
-    let mut code = ExitCode::Ok;
-    if contacts_target {
-        let allow_deletes = task.plan.allow_deletes;
-        code = resend_after_restore(config, &mut state, &secrets, out, allow_deletes)?;
-    }
-    let report = task.execute(config, &mut state, &secrets, &feeds, out)?;
-    print_job(&report, json, task.dry_run(), out)?;
-    Ok(code.then(report.exit))
+    // Past the lock (exit 75 pings nothing); a dry run is not pinged.
+    let mut beat = Heartbeat::start(config, !task.dry_run());
+    let mut work = || -> anyhow::Result<ExitCode> {
+        let mut code = ExitCode::Ok;
+        if contacts_target {
+            let allow_deletes = task.plan.allow_deletes;
+            code =
+                resend_after_restore(config, &mut state, &secrets, out, allow_deletes, &mut beat)?;
+        }
+        let report = task.execute(config, &mut state, &secrets, &feeds, out)?;
+        beat.job(task.job, &report);
+        print_job(&report, json, task.dry_run(), out)?;
+        Ok(code.then(report.exit))
+    };
+    let result = work();
+    beat.finish(&result);
+    result
 }
 
 /// A state file restored from a `backup` may remember less than the target
@@ -281,6 +298,7 @@ fn resend_after_restore(
     secrets: &FeedSecrets,
     out: Output,
     allow_deletes: bool,
+    beat: &mut Heartbeat,
 ) -> anyhow::Result<ExitCode> {
     let mark = |feed: &str| format!("{RESEND_MARK}{feed}");
     if let Some(taken) = state.meta(state::BACKUP_TAKEN_AT)? {
@@ -314,6 +332,7 @@ fn resend_after_restore(
         },
     };
     let report = task.execute(config, state, secrets, &feeds, out)?;
+    beat.job(task.job, &report);
     print_job(&report, false, false, out)?;
     for f in &report.feeds {
         // Delivery may still fail (those items stay queued); reading may not.
@@ -420,33 +439,41 @@ fn run(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
 /// One look at the schedule: take the lock, find the due jobs, run them.
 fn tick(config: &Config, secrets: &FeedSecrets, out: Output) -> anyhow::Result<ExitCode> {
     let (_lock, mut state) = open_for_writing(config)?;
-    let mut code = resend_after_restore(config, &mut state, secrets, out, false)?;
     let now = clock::now();
     let last = state
         .meta(schedule::SCHEDULE_CHECKED)?
         .and_then(|v| v.parse::<i64>().ok())
         .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
     let due = schedule::due(config.schedule.iter().map(|s| (s.job, &s.cron)), last, now);
-    let checked = schedule::checked(last, now);
-    state.set_meta(schedule::SCHEDULE_CHECKED, &checked.timestamp().to_string())?;
-    let feeds: Vec<&Feed> = config.feeds.iter().collect();
     let worked = !due.is_empty();
-    for job in due {
-        if crate::stop::requested() {
-            break;
+    // A minute with nothing due pings nothing.
+    let mut beat = Heartbeat::start(config, worked);
+    let work = || -> anyhow::Result<ExitCode> {
+        let mut code = resend_after_restore(config, &mut state, secrets, out, false, &mut beat)?;
+        let checked = schedule::checked(last, now);
+        state.set_meta(schedule::SCHEDULE_CHECKED, &checked.timestamp().to_string())?;
+        let feeds: Vec<&Feed> = config.feeds.iter().collect();
+        for job in due {
+            if crate::stop::requested() {
+                break;
+            }
+            let report = Task::of(job).execute(config, &mut state, secrets, &feeds, out)?;
+            beat.job(job, &report);
+            print_job(&report, false, false, out)?;
+            code.absorb(report.exit);
         }
-        let report = Task::of(job).execute(config, &mut state, secrets, &feeds, out)?;
-        print_job(&report, false, false, out)?;
-        code.absorb(report.exit);
-    }
-    // Only after work: a `run` with nothing due stays a few milliseconds.
-    if worked
-        && let Some(page) = &config.report_file
-        && let Err(e) = crate::html::write(config, &state, page, clock::now_secs())
-    {
-        log::warn!("status page: {e}");
-    }
-    Ok(code)
+        // Only after work: a `run` with nothing due stays a few milliseconds.
+        if worked
+            && let Some(page) = &config.report_file
+            && let Err(e) = crate::html::write(config, &state, page, clock::now_secs())
+        {
+            log::warn!("status page: {e}");
+        }
+        Ok(code)
+    };
+    let result = work();
+    beat.finish(&result);
+    result
 }
 
 /// `run` every minute in-process until SIGTERM or SIGINT, which let the

@@ -360,6 +360,7 @@ impl Settle<'_> {
                     Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
                     Some(Verdict::Fail(e)) => {
                         report.failed += 1;
+                        report.item_error(e);
                         Recorded::Failed { error: e }
                     }
                 };
@@ -397,6 +398,7 @@ impl Settle<'_> {
                 Ok(Flow::StopFeed)
             }
             Response::TooLarge { error } | Response::Rejected { error } if items.len() == 1 => {
+                report.item_error(&error);
                 let tx = state.write()?;
                 tx.record(
                     &items[0],
@@ -435,6 +437,7 @@ impl Settle<'_> {
         now: i64,
         report: &mut FeedReport,
     ) -> Recorded<'e> {
+        report.item_error(error);
         let t = &self.feed.target;
         let attempts = item.attempts + 1;
         if t.max_attempts > 0 && attempts >= t.max_attempts {

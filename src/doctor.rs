@@ -133,7 +133,30 @@ pub fn check(config: &Config, secrets: &FeedSecrets) -> Findings {
         check_target(&mut f, feed, secrets, &agent);
     }
     check_state(&mut f, config);
+    check_ping(&mut f, config);
     f
+}
+
+/// `[notify]`: the heartbeat URL answers a `HEAD` (a probe that does not
+/// count as a ping). The URL is a secret: findings name its variable.
+fn check_ping(f: &mut Findings, config: &Config) {
+    use crate::monitor::ping;
+    let Some(var) = config.ping_url_env.as_deref() else {
+        return;
+    };
+    let fix = format!(
+        "set {var} to the check's ping URL (e.g. https://hc-ping.com/<uuid>) in the environment cron runs feedsync with"
+    );
+    match ping::read_url(var) {
+        Err(e) => f.problem(format!("heartbeat pings: {e}"), fix),
+        Ok(url) => match ping::Pinger::new(var, url).probe() {
+            Ok(()) => f.ok(format!("heartbeat URL in {var} answers")),
+            Err(e) => f.problem(
+                format!("heartbeat URL in {var} does not answer: {e}"),
+                format!("check the URL in {var} and that this host reaches it; {fix}"),
+            ),
+        },
+    }
 }
 
 /// Checks a source the way its kind says (by default, reads its first

@@ -80,6 +80,13 @@ url = "file:out/{feed}.ndjson"       # or "https://ingest.example.com/feeds/{fee
 [report]
 # file = "status.html"               # an HTML status page, rewritten after every `run` that did work
 
+[metrics]
+# file = "feedsync.prom"             # Prometheus text format for node_exporter's textfile collector,
+                                     # rewritten atomically after every job
+
+[notify]
+# ping_url_env = "FEEDSYNC_PING_URL" # heartbeat pings, healthchecks.io style: {url}/start, {url}, {url}/fail
+
 [[feeds]]
 name = "products"
 source = "exports/products.csv"      # a file path (csv, ndjson or json)

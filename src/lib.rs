@@ -12,10 +12,11 @@
 //! target kind behind `target::Kind`, the rules every HTTP kind shares in
 //! `target::http`, and the `file:` target). `outcome` is what a job did.
 //! Around them, for operating it: `init` (a first config), `doctor`
-//! (checks), `html` (the status page), `joblog` (the log file) and `report`
-//! (text and JSON views). Shared words: `job` (the kinds of job and their
-//! names), `error` (typed failures), `exit_code` (what each means to cron),
-//! `clock` (the one clock), `schedule`, `paths`, `threads` and `stop`.
+//! (checks), `html` (the status page), `joblog` (the log file), `monitor`
+//! (the metrics file and heartbeat pings) and `report` (text and JSON
+//! views). Shared words: `job` (the kinds of job and their names), `error`
+//! (typed failures), `exit_code` (what each means to cron), `clock` (the
+//! one clock), `schedule`, `paths`, `threads` and `stop`.
 
 pub mod app;
 pub mod canonical;
@@ -32,6 +33,7 @@ pub mod html;
 pub mod init;
 pub mod job;
 pub mod joblog;
+pub mod monitor;
 pub mod outcome;
 pub mod paths;
 pub mod record;

@@ -31,6 +31,10 @@ pub struct FeedReport {
     pub removed: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The first error an item got in this job (a retry or a rejection),
+    /// for the heartbeat's fail ping.
+    #[serde(skip)]
+    pub first_item_error: Option<String>,
     #[serde(skip)]
     pub exit: ExitCode,
     /// Time spent on this feed in this job, for the log file.
@@ -55,6 +59,13 @@ impl FeedReport {
             self.error = Some(e.to_string());
         }
         self.exit.absorb(e.exit_code());
+    }
+
+    /// Remembers an item's error, if it is the job's first.
+    pub(crate) fn item_error(&mut self, e: &str) {
+        if self.first_item_error.is_none() {
+            self.first_item_error = Some(crate::error::clip(e).to_string());
+        }
     }
 
     /// The one-line summary shown on a terminal and kept in the run history.

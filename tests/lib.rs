@@ -15,6 +15,7 @@ mod suite {
     mod fastpath;
     mod formats;
     mod jobs;
+    mod monitoring;
     mod ops;
     mod receiver_selftest;
     mod sources;

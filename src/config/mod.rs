@@ -246,6 +246,11 @@ pub struct Config {
     pub schedule: Vec<Scheduled>,
     pub log_file: Option<PathBuf>,
     pub report_file: Option<PathBuf>,
+    /// `[metrics] file`: the Prometheus text file rewritten after every job.
+    pub metrics_file: Option<PathBuf>,
+    /// `[notify] ping_url_env`: the variable holding the heartbeat URL (a
+    /// secret: only its name is config).
+    pub ping_url_env: Option<String>,
     pub feeds: Vec<Feed>,
 }
 

@@ -112,6 +112,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub report: RawReport,
     #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub notify: RawNotify,
+    #[serde(default)]
     pub feeds: Vec<RawFeed>,
 }
 
@@ -198,6 +202,20 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawReport {
     pub file: Option<String>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub file: Option<String>,
+}
+
+/// `[notify]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub ping_url_env: Option<String>,
 }
 
 with_target_keys! {

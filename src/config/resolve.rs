@@ -83,6 +83,14 @@ impl<'a> Resolver<'a> {
             let table = self.table(format!("targets.{name}"), t)?;
             named.insert(name, table);
         }
+        if let Some(name) = &raw.notify.ping_url_env
+            && (name.is_empty() || name.contains('='))
+        {
+            return Err(self.err("`notify.ping_url_env` must name an environment variable"));
+        }
+        if raw.metrics.file.as_deref() == Some("") {
+            return Err(self.err("`metrics.file` must be a file path"));
+        }
         if raw.feeds.is_empty() {
             return Err(self.err("no feeds configured (add a [[feeds]] table)"));
         }
@@ -128,6 +136,8 @@ impl<'a> Resolver<'a> {
             schedule,
             log_file: raw.log.file.as_deref().map(|p| self.path(p)),
             report_file: raw.report.file.as_deref().map(|p| self.path(p)),
+            metrics_file: raw.metrics.file.as_deref().map(|p| self.path(p)),
+            ping_url_env: raw.notify.ping_url_env,
             feeds,
         })
     }

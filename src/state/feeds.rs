@@ -103,6 +103,7 @@ impl Tx<'_> {
 
     /// `resync --cleanup-feed`: forget every item of the feed.
     pub fn forget_feed(&self, feed_id: i64) -> Result<()> {
+        self.statuses_change()?;
         self.0
             .execute("DELETE FROM items WHERE feed_id = ?1", [feed_id])?;
         self.0
@@ -124,7 +125,7 @@ pub struct FeedInfo {
 }
 
 /// A feed's items counted, for `status` (whose JSON has these names).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub live: u64,
     pub deleted: u64,

@@ -39,18 +39,25 @@ impl State {
     }
 
     /// Drops tombstones delivered before `before`; returns how many.
-    pub fn drop_tombstones(&self, feed_id: i64, before: i64) -> Result<u64> {
-        Ok(self.conn.execute(
+    pub fn drop_tombstones(&mut self, feed_id: i64, before: i64) -> Result<u64> {
+        let tx = self.write()?;
+        let n = tx.0.execute(
             "DELETE FROM items WHERE feed_id = ?1 AND deleted = 1 AND status = 'sent'
                AND sent_at < ?2",
             params![feed_id, before],
-        )? as u64)
+        )?;
+        if n > 0 {
+            tx.statuses_change()?;
+        }
+        tx.commit()?;
+        Ok(n as u64)
     }
 
     /// Puts every delivered tombstone back in the queue: after a restore,
     /// an item deleted, re-created and deleted again since the backup may
     /// be at the target while this file says its deletion was delivered.
     pub fn requeue_tombstones(&self) -> Result<u64> {
+        self.drop_gauges()?;
         Ok(self.conn.execute(
             "UPDATE items SET status = 'pending', attempts = 0, error = NULL,
                  next_attempt_at = NULL
@@ -138,6 +145,7 @@ impl Tx<'_> {
         if rows.is_empty() {
             return Ok(None);
         }
+        self.statuses_change()?;
         let sql = format!(
             "INSERT INTO items (feed_id, id, key, hash, raw_hash, status, modified_at, data) VALUES {}",
             vec!["(?, ?, ?, ?, ?, 'pending', ?, ?)"; rows.len()].join(", ")
@@ -175,6 +183,7 @@ impl Tx<'_> {
         now: i64,
         data: Option<&str>,
     ) -> Result<()> {
+        self.statuses_change()?;
         let mut stmt = self.0.prepare_cached(
             "UPDATE items SET hash = ?2, raw_hash = ?3, deleted = 0, status = 'pending',
                  attempts = 0, error = NULL, next_attempt_at = NULL, modified_at = ?4, data = ?5
@@ -196,6 +205,7 @@ impl Tx<'_> {
 
     /// Marks an item deleted; the delete carries its last known hash.
     pub fn tombstone(&self, rowid: i64, now: i64) -> Result<()> {
+        self.statuses_change()?;
         let mut stmt = self.0.prepare_cached(
             "UPDATE items SET deleted = 1, raw_hash = NULL, status = 'pending', attempts = 0,
                  error = NULL, next_attempt_at = NULL, modified_at = ?2, data = NULL
@@ -216,6 +226,7 @@ impl Tx<'_> {
         ids: Option<&[String]>,
         stored_only: bool,
     ) -> Result<u64> {
+        self.statuses_change()?;
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_sql()).collect();
         let statuses = serde_json::to_string(&statuses).unwrap_or_default();
         let ids = ids.map(|i| serde_json::to_string(i).unwrap_or_default());
@@ -230,7 +241,12 @@ impl Tx<'_> {
 
     /// Marks a whole acknowledged batch `sent` with one statement. (Under
     /// the run lock nothing else changes items between send and record.)
+    /// The feed's counter of items sent grows by as many.
     pub fn mark_sent(&self, items: &[OutItem], now: i64, keep_data: bool) -> Result<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        self.statuses_change()?;
         let rowids: rusqlite::vtab::array::Array = std::rc::Rc::new(
             items
                 .iter()
@@ -242,8 +258,8 @@ impl Tx<'_> {
                  next_attempt_at = NULL, data = CASE WHEN ?3 THEN data END
              WHERE rowid IN rarray(?1)",
         )?;
-        stmt.execute(params![rowids, now, keep_data])?;
-        Ok(())
+        let n = stmt.execute(params![rowids, now, keep_data])?;
+        self.count_sent_by_rowid(first.rowid, n)
     }
 
     /// Marks `sent` every pending item of a feed with a rowid in
@@ -256,6 +272,7 @@ impl Tx<'_> {
         now: i64,
         keep_data: bool,
     ) -> Result<()> {
+        self.statuses_change()?;
         // A pending row has no attempts, error or next attempt (every way
         // into `pending` resets them), so only these columns change; the
         // fewer the cheaper, at a million rows.
@@ -267,8 +284,8 @@ impl Tx<'_> {
              WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'"
         };
         let mut stmt = self.0.prepare_cached(sql)?;
-        stmt.execute(params![first, last, feed_id, now])?;
-        Ok(())
+        let n = stmt.execute(params![first, last, feed_id, now])?;
+        self.count_sent(feed_id, n)
     }
 
     /// Records a delivery attempt's outcome for one item, if the item is
@@ -280,6 +297,7 @@ impl Tx<'_> {
         now: i64,
         keep_data: bool,
     ) -> Result<()> {
+        self.statuses_change()?;
         let hash = blob(item.hash);
         match outcome {
             Outcome::Sent => {
@@ -288,7 +306,8 @@ impl Tx<'_> {
                          next_attempt_at = NULL, data = CASE WHEN ?4 THEN data END
                      WHERE rowid = ?1 AND hash = ?2",
                 )?;
-                stmt.execute(params![item.rowid, hash, now, keep_data])?;
+                let n = stmt.execute(params![item.rowid, hash, now, keep_data])?;
+                self.count_sent_by_rowid(item.rowid, n)?;
             }
             Outcome::Retry {
                 error,

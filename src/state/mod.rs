@@ -16,6 +16,7 @@ use crate::record::Hash;
 
 mod backup;
 mod feeds;
+mod gauges;
 mod items;
 mod lock;
 mod queue;
@@ -26,6 +27,7 @@ mod status;
 pub use crate::error::clip;
 pub use backup::BACKUP_TAKEN_AT;
 pub use feeds::{Counts, FeedInfo};
+pub use gauges::{FeedMetrics, Gauges};
 pub use items::{ItemFilter, ItemRow, Known, Outcome, Slot};
 pub use lock::{Holder, RunLock, lock, lock_holder, probe_lock};
 pub use queue::{Backlog, OutItem, Queue, queue_ids, queue_size, retry_backlog};
@@ -151,9 +153,11 @@ impl State {
     /// A write transaction that takes SQLite's write lock at once, so a
     /// reader never has to be upgraded halfway.
     pub fn write(&mut self) -> Result<Tx<'_>> {
-        Ok(Tx(self.conn.transaction_with_behavior(
-            TransactionBehavior::Immediate,
-        )?))
+        Ok(Tx(
+            self.conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            std::cell::Cell::new(false),
+        ))
     }
 
     /// `PRAGMA quick_check`: empty when the file is sound, else its findings.
@@ -189,8 +193,9 @@ fn unblob(b: &[u8]) -> Hash {
     Hash::from_be_bytes(a)
 }
 
-/// A write transaction; every change to items goes through here.
-pub struct Tx<'c>(Transaction<'c>);
+/// A write transaction; every change to items goes through here. The flag
+/// says whether it has already dropped the cached gauges (see `gauges`).
+pub struct Tx<'c>(Transaction<'c>, std::cell::Cell<bool>);
 
 impl Tx<'_> {
     pub fn commit(self) -> Result<()> {

@@ -15,6 +15,18 @@ const MIGRATIONS: &[&str] = &[
     // the clock turns out to have been fast (see `FAILED_AHEAD`). Rows
     // from version 1 keep NULL.
     "ALTER TABLE items ADD COLUMN failed_at INTEGER;",
+    // Version 3, for the metrics file, one row per feed: the items the
+    // target has acknowledged (`feedsync_items_sent_total`, bumped in the
+    // transaction that marks them sent), and the gauges last counted, as
+    // JSON (NULL once any item's status or deleted flag changed since), so
+    // a run that changes nothing writes the file without counting every
+    // item. A table of its own (IF NOT EXISTS): nothing else reads it, and
+    // a file set back to an older version by hand still upgrades.
+    "CREATE TABLE IF NOT EXISTS feed_metrics (
+         feed_id          INTEGER PRIMARY KEY REFERENCES feeds(id),
+         items_sent_total INTEGER NOT NULL DEFAULT 0,
+         gauges           TEXT
+     );",
 ];
 
 /// The schema version this build writes.
