@@ -256,8 +256,14 @@ impl Rows for Query {
                 let _ = c.query_drop(format!("KILL QUERY {id}"));
             }
         });
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .map_err(|e| self.error(e))?;
+        // Read-only for the session as well as the transaction: a statement
+        // that commits implicitly (DDL) ends the transaction, not the rule.
+        for sql in [
+            "SET SESSION TRANSACTION READ ONLY",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        ] {
+            conn.query_drop(sql).map_err(|e| self.error(e))?;
+        }
         let (stmt, columns) = self.prepare(&mut conn)?;
         let maps: Vec<Map> = stmt
             .columns()
