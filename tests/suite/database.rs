@@ -628,6 +628,35 @@ fn an_unset_or_foreign_url_variable_is_exit_2_naming_it_before_anything_runs() {
         let runs = env.run(&["runs", "--json"]);
         assert_eq!(runs.json()["runs"], json!([]), "{}", runs.stdout);
     }
+    // The daemon checks before its first minute (bounded: killed if not).
+    env.envs.retain(|(k, _)| k != VAR);
+    let mut daemon = env
+        .command(&["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    for _ in 0..500 {
+        exited = daemon.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if exited.is_none() {
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+    }
+    let mut stderr = String::new();
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(exited.and_then(|s| s.code()), Some(2), "{stderr}");
+    assert!(stderr.contains(VAR), "{stderr}");
     assert_eq!(receiver.request_count(), 0);
     // Commands that read no source do not need it.
     env.run(&["status"]).assert_code(0);
