@@ -17,8 +17,8 @@ use crate::clock;
 use crate::config::Config;
 use crate::exit_code::ExitCode;
 use crate::job::Job;
-use crate::state::State;
 use crate::outcome::JobReport;
+use crate::state::State;
 
 pub use metrics::LastRun;
 pub use ping::Pinger;
