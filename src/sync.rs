@@ -517,7 +517,8 @@ impl<'a> Jobs<'a> {
             ));
             return Ok(());
         }
-        let target = self.target(feed);
+        let tasks = crate::state::TaskLog::new(self.state.path(), from.queue.feed_id);
+        let target = self.target(feed).keep_tasks(tasks);
         let bar = if self.progress {
             let todo = queue_size(self.state.conn(), from.queue)?;
             self.bar(

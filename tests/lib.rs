@@ -14,6 +14,7 @@ mod suite {
     mod fastpath;
     mod formats;
     mod jobs;
+    mod meilisearch;
     mod ops;
     mod receiver_selftest;
     mod sources;

@@ -15,6 +15,19 @@ const MIGRATIONS: &[&str] = &[
     // the clock turns out to have been fast (see `FAILED_AHEAD`). Rows
     // from version 1 keep NULL.
     "ALTER TABLE items ADD COLUMN failed_at INTEGER;",
+    // Version 3: tasks a target accepted and had not finished when last
+    // looked at (Meilisearch), with the items (rowid and the hash sent,
+    // as JSON `[[rowid, "hex"], …]`) each carries: a later run settles
+    // them before it queues more work there (see `tasks`).
+    "CREATE TABLE tasks (
+         place       TEXT NOT NULL,
+         uid         INTEGER NOT NULL,
+         feed_id     INTEGER NOT NULL,
+         deletes     INTEGER NOT NULL,
+         items       TEXT NOT NULL,
+         enqueued_at INTEGER NOT NULL,
+         PRIMARY KEY (place, uid)
+     );",
 ];
 
 /// The schema version this build writes.

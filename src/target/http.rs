@@ -73,6 +73,14 @@ impl Client {
         }
     }
 
+    pub(super) fn kind(&self) -> &dyn Kind {
+        &*self.kind
+    }
+
+    pub(super) fn kind_mut(&mut self) -> &mut dyn Kind {
+        &mut *self.kind
+    }
+
     /// Sends one batch, request by request, and reads the answers.
     pub fn send(&self, batch: &Batch<'_>) -> Response {
         self.deliver(batch, self.kind.requests(batch))
@@ -108,7 +116,7 @@ impl Client {
 
     /// One request's outcome, after polling until it settles (a poll
     /// speaks for the items of the request it follows).
-    fn settle(&self, batch: &Batch<'_>, request: &mut Request) -> Response {
+    pub(super) fn settle(&self, batch: &Batch<'_>, request: &mut Request) -> Response {
         let mut reading = self.exchange(batch, request);
         let started = Instant::now();
         let mut pause = POLL_FIRST;

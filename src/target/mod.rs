@@ -14,13 +14,15 @@
 
 pub mod file;
 pub mod http;
+pub mod meilisearch;
 pub mod webhook;
 
 #[cfg(test)]
 mod tests;
 
 use crate::config::{Endpoint, Secrets, TargetSettings};
-use crate::state::OutItem;
+use crate::error::Result;
+use crate::state::{OutItem, State, Task, TaskLog};
 
 pub use http::agent;
 pub use webhook::{envelope, idempotency_key, signature};
@@ -187,6 +189,25 @@ pub trait Kind: Send + Sync {
     /// The requests `doctor` makes to check the target and the
     /// credentials, without changing anything there.
     fn probe(&self, feed: &str) -> Vec<Request>;
+
+    /// Work a service accepted but has not done yet (an enqueued task)
+    /// outlives a run killed or timed out while it waits. A kind that
+    /// leaves such work records it in `tasks` while it waits and forgets
+    /// it once finished; the others ignore this.
+    fn keep_tasks(&mut self, _tasks: TaskLog) {}
+
+    /// The service's queue this kind's remembered tasks wait in; `None`
+    /// for a kind that leaves no unfinished work.
+    fn queue(&self) -> Option<String> {
+        None
+    }
+
+    /// The request that looks up a remembered task, read as `delivered`
+    /// reads the poll of a task of this run (its `items` are set by the
+    /// caller).
+    fn recall(&self, _task: &Task) -> Option<Request> {
+        None
+    }
 }
 
 /// The kind a target's settings name, speaking to `url`. Kinds are
@@ -219,6 +240,56 @@ impl Target {
 
     pub fn settings(&self) -> &TargetSettings {
         &self.settings
+    }
+
+    /// Lets the kind remember in `tasks` the work it leaves unfinished.
+    pub fn keep_tasks(mut self, tasks: TaskLog) -> Target {
+        if let Carrier::Http(client) = &mut self.carrier {
+            client.kind_mut().keep_tasks(tasks);
+        }
+        self
+    }
+
+    /// Looks up the tasks an earlier run left unfinished in this target's
+    /// queue (DESIGN.md, "What each answer means"), oldest first, each
+    /// waited for within `timeout_secs`: their items, as the versions
+    /// sent, with what the task's outcome means for them. One still
+    /// unfinished comes last: nothing more may be queued there. Tasks the
+    /// service no longer knows are left out (their items go again).
+    pub fn remembered(&self, state: &State, feed_id: i64) -> Result<Vec<(Vec<OutItem>, Response)>> {
+        let Carrier::Http(client) = &self.carrier else {
+            return Ok(Vec::new());
+        };
+        let Some(queue) = client.kind().queue() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for task in state.remembered_tasks(feed_id, &queue)? {
+            let Some(mut request) = client.kind().recall(&task) else {
+                continue;
+            };
+            let items = state.task_items(&task)?;
+            request.items = (0..items.len()).collect();
+            let batch = Batch {
+                feed: "",
+                sync: SyncKind::Retry,
+                items: &items,
+                nonce: None,
+            };
+            match client.settle(&batch, &mut request) {
+                Response::Skipped => {}
+                Response::Retry { error, retry_after } => {
+                    let error = format!(
+                        "task {} that an earlier run queued at {queue}: {error}; nothing more is queued there until it has finished",
+                        task.uid
+                    );
+                    out.push((items, Response::Retry { error, retry_after }));
+                    break;
+                }
+                response => out.push((items, response)),
+            }
+        }
+        Ok(out)
     }
 
     /// How many batches may be handed over at once. An HTTP target gets the

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Behavior, Env, Receiver};
+use super::fakes::meilisearch::MeiliFake;
+use super::{Behavior, Env, Receiver, TargetConfig};
 
 /// A kind of target feedsync can deliver to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,12 +22,18 @@ pub enum TargetKind {
     File,
     /// An `http://` webhook, served by the loopback [`Receiver`].
     Webhook,
+    /// `kind = "meilisearch"`, served by [`MeiliFake`].
+    Meilisearch,
 }
 
 impl TargetKind {
     /// Every kind, in the order the shared suite runs them.
-    pub fn all() -> [TargetKind; 2] {
-        [TargetKind::File, TargetKind::Webhook]
+    pub fn all() -> [TargetKind; 3] {
+        [
+            TargetKind::File,
+            TargetKind::Webhook,
+            TargetKind::Meilisearch,
+        ]
     }
 
     /// Starts a fake of this kind for an installation in `env`.
@@ -34,6 +41,7 @@ impl TargetKind {
         match self {
             TargetKind::File => Box::new(FileTarget::new(env.path("target.ndjson"))),
             TargetKind::Webhook => Box::new(Receiver::start()),
+            TargetKind::Meilisearch => Box::new(MeiliFake::start()),
         }
     }
 }
@@ -176,6 +184,7 @@ macro_rules! per_target_kind {
     ($($test:ident),* $(,)?) => {
         $crate::per_target_kind!(@kind file File [$($test),*]);
         $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
+        $crate::per_target_kind!(@kind meilisearch Meilisearch [$($test),*]);
     };
     (@kind $module:ident $kind:ident [$($test:ident),*]) => {
         mod $module {
@@ -187,4 +196,15 @@ macro_rules! per_target_kind {
             )*
         }
     };
+}
+
+impl TargetKind {
+    /// The `[target]` keys this kind needs besides `url` (its `kind`).
+    pub fn configure(self, t: &mut TargetConfig) {
+        let kind = match self {
+            TargetKind::File | TargetKind::Webhook => return,
+            TargetKind::Meilisearch => "meilisearch",
+        };
+        t.extra.insert("kind".into(), kind.into());
+    }
 }

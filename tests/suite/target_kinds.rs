@@ -43,6 +43,7 @@ fn setup(kind: TargetKind, rows: &[Value]) -> (Env, Box<dyn TargetFake>) {
             .target(|t| {
                 t.url = target.url();
                 t.batch_size = Some(2);
+                kind.configure(t);
             })
             .feed(FeedConfig::new("p", "p.ndjson", &["sku"]).with("max_deletes", "100%")),
     );
