@@ -57,13 +57,13 @@ impl TaskLog {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if conn.is_none() {
-            *conn = Some(connect(&self.path).map_err(|e| {
-                Error::State(format!("state file {}: {e}", self.path.display()))
-            })?);
+            *conn =
+                Some(connect(&self.path).map_err(|e| {
+                    Error::State(format!("state file {}: {e}", self.path.display()))
+                })?);
         }
-        f(conn.as_ref().expect("just opened")).map_err(|e| {
-            Error::State(format!("state file {}: {e}", self.path.display()))
-        })
+        f(conn.as_ref().expect("just opened"))
+            .map_err(|e| Error::State(format!("state file {}: {e}", self.path.display())))
     }
 
     /// Remembers a task the service accepted with these items.
@@ -116,9 +116,8 @@ impl State {
         let mut out = Vec::new();
         for row in rows {
             let (uid, deletes, items) = row?;
-            let items: Vec<(i64, String)> = serde_json::from_str(&items).map_err(|e| {
-                Error::State(format!("state file: remembered task {uid}: {e}"))
-            })?;
+            let items: Vec<(i64, String)> = serde_json::from_str(&items)
+                .map_err(|e| Error::State(format!("state file: remembered task {uid}: {e}")))?;
             out.push(Task {
                 place: place.to_string(),
                 uid: uid as u64,
@@ -172,18 +171,34 @@ mod tests {
         let rowid = state.conn().last_insert_rowid();
         let log = TaskLog::new(&path, feed);
         let sent: Hash = 0xabc;
-        log.remember("http://m/indexes/p", 7, false, &[(rowid, sent), (999, 1)], 0)
-            .unwrap();
+        log.remember(
+            "http://m/indexes/p",
+            7,
+            false,
+            &[(rowid, sent), (999, 1)],
+            0,
+        )
+        .unwrap();
         let tasks = state.remembered_tasks(feed, "http://m/indexes/p").unwrap();
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].uid, 7);
         assert_eq!(tasks[0].items, [(rowid, sent), (999, 1)]);
-        assert!(state.remembered_tasks(feed, "elsewhere").unwrap().is_empty());
+        assert!(
+            state
+                .remembered_tasks(feed, "elsewhere")
+                .unwrap()
+                .is_empty()
+        );
         // A row gone since is left out; the rest has the hash sent.
         let items = state.task_items(&tasks[0]).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!((items[0].id.as_str(), items[0].hash), ("A", sent));
         log.forget("http://m/indexes/p", 7).unwrap();
-        assert!(state.remembered_tasks(feed, "http://m/indexes/p").unwrap().is_empty());
+        assert!(
+            state
+                .remembered_tasks(feed, "http://m/indexes/p")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

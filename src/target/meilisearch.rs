@@ -84,7 +84,11 @@ impl Meilisearch {
 
     /// `GET /tasks/{uid}`, speaking for `items`.
     fn poll(&self, uid: u64, deletes: bool, items: Vec<usize>) -> Request {
-        let role = if deletes { DELETES_TASK } else { DOCUMENTS_TASK };
+        let role = if deletes {
+            DELETES_TASK
+        } else {
+            DOCUMENTS_TASK
+        };
         let mut req = self.request(Method::Get, format!("{}/tasks/{uid}", self.base), role);
         req.items = items;
         req
@@ -355,7 +359,7 @@ pub fn encode_id(id: &str) -> String {
 }
 
 /// Why Meilisearch cannot take an upsert, if it cannot: its id empty or
-/// too long once encoded, or its data not a JSON object.
+/// too long once encoded, or its data (when at hand) not a JSON object.
 fn unfit(item: &OutItem) -> Option<String> {
     let len = encode_id(&item.id).len();
     if len == 0 {
@@ -366,8 +370,11 @@ fn unfit(item: &OutItem) -> Option<String> {
             "the id is {len} bytes as Meilisearch writes it (every byte outside A-Z a-z 0-9 - as _XX), more than the {MAX_ID_BYTES} it takes"
         ));
     }
-    let data = item.data.as_deref().unwrap_or_default();
-    if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    // (A remembered task's items may come without their data: it was
+    // checked when they were sent.)
+    if let Some(data) = &item.data
+        && data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+    {
         return Some("the record is not a JSON object, and a Meilisearch document must be".into());
     }
     None
@@ -466,7 +473,10 @@ mod tests {
         match read(&docs, r#"{"uid":3,"status":"succeeded"}"#) {
             Some(Response::Delivered(v)) => {
                 assert_eq!(v[0], Verdict::Ok);
-                assert!(matches!(&v[1], Verdict::Fail(e) if e.contains("511")), "{v:?}");
+                assert!(
+                    matches!(&v[1], Verdict::Fail(e) if e.contains("511")),
+                    "{v:?}"
+                );
             }
             r => panic!("{r:?}"),
         }

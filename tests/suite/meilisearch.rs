@@ -77,7 +77,7 @@ fn items_are_sent_only_after_their_task_succeeded() {
     let fake = MeiliFake::start();
     fake.finish_after(3);
     let now = rows(&["A", "B", "C"]);
-    let env = setup(&fake, &now, 10, 30);
+    let mut env = setup(&fake, &now, 10, 30);
     // The first task fails at Meilisearch after its 202: nothing is sent.
     fake.fail_next_task("internal", "internal", "the task queue is corrupted");
     let run = env.run(&["sync"]);
@@ -89,7 +89,8 @@ fn items_are_sent_only_after_their_task_succeeded() {
     );
     assert!(fake.index("p").is_none(), "the failed task created nothing");
     // Accepted with 202, polled until it succeeded: now they are sent.
-    let run = env.run(&["sync", "--full"]);
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T14:00:00Z");
+    let run = env.run(&["retry"]);
     run.assert_code(0);
     assert!(env.statuses("p").values().all(|s| s == "sent"));
     assert_eq!(crate::common::TargetFake::mirror(&fake, "p"), catalog(&now));
@@ -121,7 +122,10 @@ fn never_two_tasks_in_flight_on_one_index() {
     env.run(&["sync"]).assert_code(0);
     assert!(fake.tasks().iter().all(|t| t.status == "succeeded"));
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
-    assert_eq!(crate::common::TargetFake::mirror(&fake, "p"), catalog(&next));
+    assert_eq!(
+        crate::common::TargetFake::mirror(&fake, "p"),
+        catalog(&next)
+    );
 }
 
 #[test]
@@ -178,7 +182,11 @@ fn a_primary_key_conflict_refuses_the_target() {
     let env = setup(&fake, &rows(&["A", "B"]), 10, 30);
     let run = env.run(&["sync"]);
     run.assert_code(4);
-    assert!(run.stderr.contains("index_primary_key_already_exists"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("index_primary_key_already_exists"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("id_field"), "{}", run.stderr);
     assert!(env.statuses("p").values().all(|s| s == "pending"));
 }

@@ -140,7 +140,7 @@ struct Inner {
     requests: Vec<Seen>,
     violations: Vec<String>,
     /// Answers for the next write requests (`POST`), instead of enqueueing.
-    answers: VecDeque<(u16, Vec<(String, String)>, String)>,
+    answers: VecDeque<Answer>,
     /// Every write request answered so while set (`break_it`).
     down: Option<(u16, String)>,
     /// Failures for the next tasks enqueued.
@@ -234,7 +234,12 @@ impl MeiliFake {
     /// Every write request answered `status` with a Meilisearch error body,
     /// until [`heal`](Self::heal).
     pub fn down(&self, status: u16) {
-        let body = error("internal", "internal", "the service is down for maintenance").to_string();
+        let body = error(
+            "internal",
+            "internal",
+            "the service is down for maintenance",
+        )
+        .to_string();
         self.lock().down = Some((status, body));
     }
 
@@ -347,7 +352,8 @@ fn valid_id(v: &Value) -> Option<String> {
         Value::String(s)
             if !s.is_empty()
                 && s.len() <= 511
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
         {
             Some(s.clone())
         }
@@ -398,7 +404,12 @@ fn process(st: &mut Inner, i: usize) {
             Some(e) => Some(e.clone()),
             None => outcomes[n].clone(),
         };
-        t.status = if error.is_some() { "failed" } else { "succeeded" }.into();
+        t.status = if error.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        }
+        .into();
         t.error = error;
     }
     if fatal.is_none()
@@ -453,7 +464,9 @@ fn apply(index: &mut Option<Index>, uid: &str, work: &Work, no_create: bool) -> 
                     return Err(error(
                         "index_primary_key_no_candidate_found",
                         "invalid_request",
-                        &format!("Index `{uid}`: The primary key inference failed as the engine did not find any field ending with `id` in its name. Please specify the primary key manually using the `primaryKey` query parameter."),
+                        &format!(
+                            "Index `{uid}`: The primary key inference failed as the engine did not find any field ending with `id` in its name. Please specify the primary key manually using the `primaryKey` query parameter."
+                        ),
                     ));
                 }
                 _ => {}
@@ -489,7 +502,9 @@ fn apply(index: &mut Option<Index>, uid: &str, work: &Work, no_create: bool) -> 
                     return Err(error(
                         "invalid_document_geo_field",
                         "invalid_request",
-                        &format!("The `_geo` field in the document with the id: `{id}` is not an object. Was expecting an object with the `_geo.lat` and `_geo.lng` fields but instead got `{geo}`."),
+                        &format!(
+                            "The `_geo` field in the document with the id: `{id}` is not an object. Was expecting an object with the `_geo.lat` and `_geo.lng` fields but instead got `{geo}`."
+                        ),
                     ));
                 }
                 ix.docs.insert(id, doc.clone());
@@ -555,10 +570,24 @@ fn route(st: &mut Inner, req: &Seen) -> Answer {
     if let Some(key) = &st.key {
         match req.header("authorization") {
             None => {
-                return plain(401, error("missing_authorization_header", "auth", "The Authorization header is missing. It must use the bearer authorization method."));
+                return plain(
+                    401,
+                    error(
+                        "missing_authorization_header",
+                        "auth",
+                        "The Authorization header is missing. It must use the bearer authorization method.",
+                    ),
+                );
             }
             Some(v) if v.strip_prefix("Bearer ") != Some(key.as_str()) => {
-                return plain(403, error("invalid_api_key", "auth", "The provided API key is invalid."));
+                return plain(
+                    403,
+                    error(
+                        "invalid_api_key",
+                        "auth",
+                        "The provided API key is invalid.",
+                    ),
+                );
             }
             _ => {}
         }
@@ -575,21 +604,52 @@ fn route(st: &mut Inner, req: &Seen) -> Answer {
             .header("content-type")
             .is_some_and(|v| v.starts_with("application/json"));
         if !json_type {
-            return plain(415, error("invalid_content_type", "invalid_request", "The Content-Type header is invalid. Accepted values for the Content-Type header are: `application/json`, `application/x-ndjson`, `text/csv`"));
+            return plain(
+                415,
+                error(
+                    "invalid_content_type",
+                    "invalid_request",
+                    "The Content-Type header is invalid. Accepted values for the Content-Type header are: `application/json`, `application/x-ndjson`, `text/csv`",
+                ),
+            );
         }
     }
     match (req.method.as_str(), segs.as_slice()) {
         ("GET", ["indexes", uid]) => match st.indexes.get(*uid) {
-            Some(ix) => plain(200, json!({"uid": uid, "primaryKey": ix.primary_key, "createdAt": "2026-11-29T12:00:00Z", "updatedAt": "2026-11-29T12:00:00Z"})),
-            None => plain(404, error("index_not_found", "invalid_request", &format!("Index `{uid}` not found."))),
+            Some(ix) => plain(
+                200,
+                json!({"uid": uid, "primaryKey": ix.primary_key, "createdAt": "2026-11-29T12:00:00Z", "updatedAt": "2026-11-29T12:00:00Z"}),
+            ),
+            None => plain(
+                404,
+                error(
+                    "index_not_found",
+                    "invalid_request",
+                    &format!("Index `{uid}` not found."),
+                ),
+            ),
         },
         ("GET", ["tasks", uid]) => {
             let uid: u64 = uid.parse().unwrap_or(u64::MAX);
             let Some(i) = st.tasks.iter().position(|t| t.uid == uid) else {
-                return plain(404, error("task_not_found", "invalid_request", &format!("Task `{uid}` not found.")));
+                return plain(
+                    404,
+                    error(
+                        "task_not_found",
+                        "invalid_request",
+                        &format!("Task `{uid}` not found."),
+                    ),
+                );
             };
             if st.forgotten.contains(&uid) {
-                return plain(404, error("task_not_found", "invalid_request", &format!("Task `{uid}` not found.")));
+                return plain(
+                    404,
+                    error(
+                        "task_not_found",
+                        "invalid_request",
+                        &format!("Task `{uid}` not found."),
+                    ),
+                );
             }
             st.tasks[i].polls += 1;
             if !st.tasks[i].finished() && !st.stalled && st.tasks[i].polls >= st.finish_after {
@@ -603,7 +663,10 @@ fn route(st: &mut Inner, req: &Seen) -> Answer {
                 process(st, first);
             } else if !st.tasks[i].finished() {
                 let index = st.tasks[i].index.clone();
-                let oldest = st.tasks.iter().position(|t| t.index == index && !t.finished());
+                let oldest = st
+                    .tasks
+                    .iter()
+                    .position(|t| t.index == index && !t.finished());
                 if oldest == Some(i) {
                     st.tasks[i].status = "processing".into();
                 }
@@ -613,7 +676,14 @@ fn route(st: &mut Inner, req: &Seen) -> Answer {
         ("POST", ["indexes", uid, "documents"]) => {
             let body = body_json(req);
             let Some(docs) = body.as_ref().and_then(|v| v.as_array()).cloned() else {
-                return plain(400, error("malformed_payload", "invalid_request", "The `json` payload provided is malformed. `Couldn't serialize document value: data are neither an object nor a list of objects`."));
+                return plain(
+                    400,
+                    error(
+                        "malformed_payload",
+                        "invalid_request",
+                        "The `json` payload provided is malformed. `Couldn't serialize document value: data are neither an object nor a list of objects`.",
+                    ),
+                );
             };
             let primary_key = query
                 .split('&')
@@ -623,11 +693,21 @@ fn route(st: &mut Inner, req: &Seen) -> Answer {
         }
         ("POST", ["indexes", uid, "documents", "delete-batch"]) => {
             let Some(ids) = body_json(req).and_then(|v| v.as_array().cloned()) else {
-                return plain(400, error("bad_request", "invalid_request", "Json deserialize error: invalid type: expected a sequence"));
+                return plain(
+                    400,
+                    error(
+                        "bad_request",
+                        "invalid_request",
+                        "Json deserialize error: invalid type: expected a sequence",
+                    ),
+                );
             };
             enqueue(st, uid, Work::Delete { ids })
         }
-        _ => plain(404, json!({"message": "Not Found", "code": "not_found", "type": "invalid_request", "link": "https://docs.meilisearch.com/errors#not_found"})),
+        _ => plain(
+            404,
+            json!({"message": "Not Found", "code": "not_found", "type": "invalid_request", "link": "https://docs.meilisearch.com/errors#not_found"}),
+        ),
     }
 }
 
@@ -706,7 +786,8 @@ fn read_request(r: &mut impl BufRead) -> io::Result<Option<Seen>> {
             break;
         }
         if let Some((n, v)) = h.split_once(':') {
-            req.headers.push((n.trim().to_string(), v.trim().to_string()));
+            req.headers
+                .push((n.trim().to_string(), v.trim().to_string()));
         }
     }
     if req
@@ -746,14 +827,27 @@ impl crate::common::TargetFake for MeiliFake {
             .get(feed)
             .and_then(|ix| ix.primary_key.clone())
             .unwrap_or_else(|| "id".into());
-        let name = |v: &Value| decode_id(&v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+        let name = |v: &Value| {
+            decode_id(
+                &v.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        };
         let mut out = Vec::new();
-        for t in st.tasks.iter().filter(|t| t.index == feed && t.status == "succeeded") {
+        for t in st
+            .tasks
+            .iter()
+            .filter(|t| t.index == feed && t.status == "succeeded")
+        {
             match &t.work {
-                Work::Add { docs, .. } => {
-                    out.extend(docs.iter().map(|d| ("upsert".to_string(), name(&d[pk.as_str()]))))
+                Work::Add { docs, .. } => out.extend(
+                    docs.iter()
+                        .map(|d| ("upsert".to_string(), name(&d[pk.as_str()]))),
+                ),
+                Work::Delete { ids } => {
+                    out.extend(ids.iter().map(|id| ("delete".to_string(), name(id))))
                 }
-                Work::Delete { ids } => out.extend(ids.iter().map(|id| ("delete".to_string(), name(id)))),
             }
         }
         out
