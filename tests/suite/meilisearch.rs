@@ -268,3 +268,34 @@ fn a_run_killed_while_polling_is_settled_by_the_next() {
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
     assert_eq!(remembered_tasks(&env), 0);
 }
+
+#[test]
+fn a_wrong_key_refuses_the_target_naming_the_actions() {
+    let fake = MeiliFake::start();
+    let mut env = setup(&fake, &rows(&["A"]), 10, 30);
+    env.set_env("MEILI_KEY", "not-the-key");
+    let run = env.run(&["sync"]);
+    run.assert_code(4);
+    assert!(run.stderr.contains("invalid_api_key"), "{}", run.stderr);
+    assert!(run.stderr.contains("documents.add"), "{}", run.stderr);
+    assert!(!run.stderr.contains("not-the-key"), "{}", run.stderr);
+    assert!(env.statuses("p").values().all(|s| s == "pending"));
+}
+
+#[test]
+fn a_task_the_service_no_longer_knows_is_sent_again() {
+    let fake = MeiliFake::start();
+    fake.stall(true);
+    let now = rows(&["A", "B"]);
+    let mut env = setup(&fake, &now, 10, 1);
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(remembered_tasks(&env), 1);
+    // Its task queue was cleared (or the instance restored from a dump).
+    fake.forget_task(0);
+    fake.heal();
+    env.set_env("FEEDSYNC_NOW", "2026-11-29T14:00:00Z");
+    env.run(&["retry"]).assert_code(0);
+    assert_eq!(remembered_tasks(&env), 0);
+    assert!(env.statuses("p").values().all(|s| s == "sent"));
+    assert_eq!(crate::common::TargetFake::mirror(&fake, "p"), catalog(&now));
+}
