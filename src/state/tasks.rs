@@ -100,22 +100,23 @@ impl TaskLog {
 }
 
 impl State {
-    /// A feed's remembered tasks in `place`, oldest first.
-    pub fn remembered_tasks(&self, feed_id: i64, place: &str) -> Result<Vec<Task>> {
+    /// The remembered tasks in `place`, every feed's, oldest first.
+    pub fn remembered_tasks(&self, place: &str) -> Result<Vec<Task>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT uid, deletes, items FROM tasks WHERE feed_id = ?1 AND place = ?2
+            "SELECT uid, feed_id, deletes, items FROM tasks WHERE place = ?1
              ORDER BY enqueued_at, uid",
         )?;
-        let rows = stmt.query_map(params![feed_id, place], |r| {
+        let rows = stmt.query_map(params![place], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
-                r.get::<_, bool>(1)?,
-                r.get::<_, String>(2)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, String>(3)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (uid, deletes, items) = row?;
+            let (uid, feed_id, deletes, items) = row?;
             let items: Vec<(i64, String)> = serde_json::from_str(&items)
                 .map_err(|e| Error::State(format!("state file: remembered task {uid}: {e}")))?;
             out.push(Task {
@@ -179,16 +180,11 @@ mod tests {
             0,
         )
         .unwrap();
-        let tasks = state.remembered_tasks(feed, "http://m/indexes/p").unwrap();
+        let tasks = state.remembered_tasks("http://m/indexes/p").unwrap();
         assert_eq!(tasks.len(), 1);
-        assert_eq!(tasks[0].uid, 7);
+        assert_eq!((tasks[0].uid, tasks[0].feed_id), (7, feed));
         assert_eq!(tasks[0].items, [(rowid, sent), (999, 1)]);
-        assert!(
-            state
-                .remembered_tasks(feed, "elsewhere")
-                .unwrap()
-                .is_empty()
-        );
+        assert!(state.remembered_tasks("elsewhere").unwrap().is_empty());
         // A row gone since is left out; the rest has the hash sent.
         let items = state.task_items(&tasks[0]).unwrap();
         assert_eq!(items.len(), 1);
@@ -196,7 +192,7 @@ mod tests {
         log.forget("http://m/indexes/p", 7).unwrap();
         assert!(
             state
-                .remembered_tasks(feed, "http://m/indexes/p")
+                .remembered_tasks("http://m/indexes/p")
                 .unwrap()
                 .is_empty()
         );

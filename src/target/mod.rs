@@ -252,9 +252,11 @@ impl Target {
 
     /// Looks up the tasks an earlier run left unfinished in this target's
     /// queue (DESIGN.md, "What each answer means"), oldest first, each
-    /// waited for within `timeout_secs`: their items, as the versions
-    /// sent, with what the task's outcome means for them. One still
-    /// unfinished comes last: nothing more may be queued there. Tasks the
+    /// waited for within `timeout_secs`: the items of `feed_id`'s, as the
+    /// versions sent, with what the task's outcome means for them. One
+    /// still unfinished comes last: nothing more may be queued there. A
+    /// task of another feed sending to the same index is only waited for
+    /// (its feed sends its items again, which is harmless); tasks the
     /// service no longer knows are left out (their items go again).
     pub fn remembered(&self, state: &State, feed_id: i64) -> Result<Vec<(Vec<OutItem>, Response)>> {
         let Carrier::Http(client) = &self.carrier else {
@@ -264,11 +266,16 @@ impl Target {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for task in state.remembered_tasks(feed_id, &queue)? {
+        for task in state.remembered_tasks(&queue)? {
             let Some(mut request) = client.kind().recall(&task) else {
                 continue;
             };
-            let items = state.task_items(&task)?;
+            let ours = task.feed_id == feed_id;
+            let items = if ours {
+                state.task_items(&task)?
+            } else {
+                Vec::new()
+            };
             request.items = (0..items.len()).collect();
             let batch = Batch {
                 feed: "",
@@ -286,7 +293,12 @@ impl Target {
                     out.push((items, Response::Retry { error, retry_after }));
                     break;
                 }
-                response => out.push((items, response)),
+                Response::Refused { error } => {
+                    out.push((items, Response::Refused { error }));
+                    break;
+                }
+                response if ours => out.push((items, response)),
+                _ => {}
             }
         }
         Ok(out)

@@ -299,3 +299,34 @@ fn a_task_the_service_no_longer_knows_is_sent_again() {
     assert!(env.statuses("p").values().all(|s| s == "sent"));
     assert_eq!(crate::common::TargetFake::mirror(&fake, "p"), catalog(&now));
 }
+
+#[test]
+fn two_feeds_on_one_index_wait_for_each_others_tasks() {
+    let fake = MeiliFake::start();
+    fake.stall(true);
+    let mut env = Env::new();
+    env.write_config(
+        &ConfigBuilder::new()
+            .target(|t| {
+                t.url = fake.url();
+                t.timeout_secs = Some(1);
+                t.extra.insert("kind".into(), "meilisearch".into());
+                t.extra.insert("index".into(), "catalog".into());
+            })
+            .feed(FeedConfig::new("p", "p.ndjson", &["sku"]))
+            .feed(FeedConfig::new("q", "q.ndjson", &["sku"])),
+    );
+    write_ndjson(&env.path("p.ndjson"), &rows(&["A", "B"]));
+    write_ndjson(&env.path("q.ndjson"), &rows(&["X", "Y"]));
+    env.set_env("FEEDSYNC_NOW", NOW);
+    env.run(&["sync"]).assert_code(1);
+    assert_eq!(fake.tasks().len(), 1, "q enqueued nothing behind p's task");
+    assert!(env.statuses("q").values().all(|s| s == "pending"));
+    fake.heal();
+    env.run(&["sync"]).assert_code(0);
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+    assert!(env.statuses("p").values().all(|s| s == "sent"));
+    assert!(env.statuses("q").values().all(|s| s == "sent"));
+    let docs = fake.index("catalog").unwrap().docs;
+    assert_eq!(docs.keys().collect::<Vec<_>>(), ["A", "B", "X", "Y"]);
+}
