@@ -19,5 +19,6 @@ mod suite {
     mod receiver_selftest;
     mod sources;
     mod sync;
+    mod target_config;
     mod target_kinds;
 }

@@ -133,6 +133,15 @@ impl State {
         Ok(out)
     }
 
+    /// Whether a feed has remembered tasks.
+    pub fn has_remembered_tasks(&self, feed_id: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE feed_id = ?1)",
+            [feed_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// A remembered task's items as they were sent: each still in the
     /// state, with the hash of the version the task carries (so recording
     /// its outcome leaves an item changed since alone).

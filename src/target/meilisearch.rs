@@ -20,9 +20,10 @@
 
 use serde_json::Value;
 
+use super::Health;
 use super::{Batch, Kind, Method, Reading, Request, Response, Verdict};
 use crate::clock;
-use crate::config::Secrets;
+use crate::config::{Secrets, TargetSettings};
 use crate::state::{OutItem, Task, TaskLog};
 
 /// The longest document id Meilisearch takes, in bytes.
@@ -53,18 +54,20 @@ pub struct Meilisearch {
     index: String,
     id_field: String,
     key: Option<String>,
+    /// The config table the credential is named in, for `doctor`'s fixes.
+    table: String,
     tasks: Option<TaskLog>,
 }
 
 impl Meilisearch {
-    /// The index `index` at the service at `url`; documents carry their id
-    /// in `id_field` (the index's primary key).
-    pub fn new(url: &str, index: &str, id_field: &str, secrets: &Secrets) -> Meilisearch {
+    /// The target `settings` name, at `url` (`{feed}` replaced in both).
+    pub fn new(url: &str, settings: &TargetSettings, secrets: &Secrets) -> Meilisearch {
         Meilisearch {
             base: url.trim_end_matches('/').to_string(),
-            index: index.to_string(),
-            id_field: id_field.to_string(),
+            index: settings.index.clone().unwrap_or_default(),
+            id_field: settings.id_field.clone(),
             key: secrets.api_key.clone(),
+            table: settings.secrets.table.clone(),
             tasks: None,
         }
     }
@@ -107,7 +110,7 @@ impl Meilisearch {
     }
 
     /// Reads a task: still waiting, or settled for its items.
-    fn task(&self, batch: &Batch<'_>, request: &Request, body: &str) -> Reading {
+    fn task(&self, request: &Request, body: &str) -> Reading {
         let deletes = request.role == DELETES_TASK;
         let Ok(task) = serde_json::from_str::<Value>(body) else {
             return retry(format!(
@@ -122,16 +125,7 @@ impl Meilisearch {
         }
         self.forget(uid);
         let response = match status {
-            "succeeded" => Response::Delivered(
-                request
-                    .items
-                    .iter()
-                    .map(|&i| match unfit(&batch.items[i]) {
-                        Some(why) if !deletes => Verdict::Fail(why),
-                        _ => Verdict::Ok,
-                    })
-                    .collect(),
-            ),
+            "succeeded" => Response::Delivered(vec![Verdict::Ok; request.items.len()]),
             "failed" => self.failure(uid, deletes, &task["error"], request.items.len()),
             "canceled" => Response::Retry {
                 error: format!("Meilisearch task {uid} was canceled"),
@@ -198,12 +192,7 @@ impl Kind for Meilisearch {
         let mut out = Vec::new();
         if !upserts.is_empty() {
             let mut body = vec![b'['];
-            // An item Meilisearch cannot take stays out of the body; its
-            // verdict comes with the task's answer.
             for item in upserts.iter().map(|&i| &batch.items[i]) {
-                if unfit(item).is_some() {
-                    continue;
-                }
                 if body.len() > 1 {
                     body.push(b',');
                 }
@@ -268,21 +257,7 @@ impl Kind for Meilisearch {
                 }
                 Reading::Poll(self.poll(uid, deletes, request.items.clone()))
             }
-            DOCUMENTS_TASK | DELETES_TASK => self.task(batch, request, body),
-            INDEX => {
-                let primary = serde_json::from_str::<Value>(body)
-                    .ok()
-                    .and_then(|v| v["primaryKey"].as_str().map(String::from));
-                match primary {
-                    Some(pk) if pk != self.id_field => Reading::Settled(Response::Refused {
-                        error: format!(
-                            "index `{}` has the primary key `{pk}`, not id_field `{}`: set id_field = \"{pk}\", or send to another index",
-                            self.index, self.id_field
-                        ),
-                    }),
-                    _ => Reading::Settled(Response::Delivered(Vec::new())),
-                }
-            }
+            DOCUMENTS_TASK | DELETES_TASK => self.task(request, body),
             _ => Reading::Settled(Response::Delivered(Vec::new())),
         }
     }
@@ -310,8 +285,6 @@ impl Kind for Meilisearch {
                 }
                 Some(Reading::Settled(Response::Skipped))
             }
-            // An index that does not exist yet is made by the first write.
-            (404, INDEX) => Some(Reading::Settled(Response::Delivered(Vec::new()))),
             _ => None,
         }
     }
@@ -321,6 +294,74 @@ impl Kind for Meilisearch {
             self.request(Method::Get, format!("{}/health", self.base), HEALTH),
             self.request(Method::Get, self.place(), INDEX),
         ]
+    }
+
+    /// An upsert whose id Meilisearch cannot take fails alone; a delete
+    /// of such an id names no document there, so it is done at once.
+    fn unfit(&self, item: &OutItem) -> Option<String> {
+        if item.deleted {
+            return None;
+        }
+        unfit(item)
+    }
+
+    fn item_bytes(&self, item: &OutItem, data: usize) -> usize {
+        // `"ID_FIELD":"ID",` added to the data, or `"ID",` in the deletes.
+        let id = encode_id(&item.id).len();
+        if item.deleted {
+            id + 3
+        } else {
+            data + self.id_field.len() + id + 8
+        }
+    }
+
+    fn frame_bytes(&self, _feed: &str) -> usize {
+        // `[` and `]` around the documents and around the ids.
+        4
+    }
+
+    fn health(&self, request: &Request, status: u16, body: &str) -> Option<Health> {
+        let index = &self.index;
+        let doc: Value = serde_json::from_str(body).unwrap_or_default();
+        match (request.role, status) {
+            (HEALTH, 200..=299) => Some(Health::Ok(format!(
+                "{} is Meilisearch, status {}",
+                self.base,
+                doc["status"].as_str().unwrap_or("?")
+            ))),
+            (INDEX, 200..=299) => Some(match doc["primaryKey"].as_str() {
+                Some(pk) if pk != self.id_field => Health::Problem {
+                    what: format!(
+                        "Meilisearch index `{index}` has the primary key `{pk}`, not id_field `{}`: every document task would fail",
+                        self.id_field
+                    ),
+                    fix: format!("set id_field = \"{pk}\" in the config, or send to another index"),
+                },
+                pk => Health::Ok(format!(
+                    "Meilisearch index `{index}` exists (primary key {})",
+                    pk.map_or("not set yet".into(), |pk| format!("`{pk}`"))
+                )),
+            }),
+            (INDEX, 404) => Some(Health::Note {
+                what: format!("Meilisearch index `{index}` does not exist yet"),
+                fix: Some(
+                    "Meilisearch creates it on the first write, if the key has the indexes.create action".into(),
+                ),
+            }),
+            _ => None,
+        }
+    }
+
+    fn credentials_fix(&self) -> String {
+        let t = &self.table;
+        match self.key {
+            None => format!(
+                "Meilisearch wants a key: set {t}.api_key_env to the name of an environment variable holding it; {ACTIONS}"
+            ),
+            Some(_) => format!(
+                "Meilisearch answers a wrong key and a missing permission alike: check the key in the variable named by {t}.api_key_env; {ACTIONS}"
+            ),
+        }
     }
 
     fn keep_tasks(&mut self, tasks: TaskLog) {
@@ -400,7 +441,14 @@ mod tests {
     use crate::target::webhook::tests::item;
 
     fn kind() -> Meilisearch {
-        Meilisearch::new("http://127.0.0.1:7700/", "p", "id", &Secrets::default())
+        Meilisearch {
+            base: "http://127.0.0.1:7700".into(),
+            index: "p".into(),
+            id_field: "id".into(),
+            key: None,
+            table: "target".into(),
+            tasks: None,
+        }
     }
 
     #[test]
@@ -470,16 +518,13 @@ mod tests {
         };
         assert!(read(&docs, r#"{"uid":3,"status":"processing"}"#).is_none());
         assert!(read(&docs, r#"{"uid":3,"status":"enqueued"}"#).is_none());
-        match read(&docs, r#"{"uid":3,"status":"succeeded"}"#) {
-            Some(Response::Delivered(v)) => {
-                assert_eq!(v[0], Verdict::Ok);
-                assert!(
-                    matches!(&v[1], Verdict::Fail(e) if e.contains("511")),
-                    "{v:?}"
-                );
-            }
-            r => panic!("{r:?}"),
-        }
+        assert!(matches!(
+            read(&docs, r#"{"uid":3,"status":"succeeded"}"#),
+            Some(Response::Delivered(v)) if v == [Verdict::Ok, Verdict::Ok]
+        ));
+        // An id too long once encoded fails alone, before anything is sent.
+        assert!(k.unfit(&items[1]).is_some_and(|e| e.contains("511")));
+        assert!(k.unfit(&items[0]).is_none());
         assert!(matches!(
             read(&dels, &failed("index_not_found", "invalid_request")),
             Some(Response::Delivered(v)) if v == [Verdict::Ok]

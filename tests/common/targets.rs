@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::fakes::elasticsearch::ElasticFake;
 use super::fakes::meilisearch::MeiliFake;
-use super::{Behavior, Env, Receiver, TargetConfig};
+use super::{Behavior, Env, Receiver};
 
 /// A kind of target feedsync can deliver to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub enum TargetKind {
     File,
     /// An `http://` webhook, served by the loopback [`Receiver`].
     Webhook,
+    /// `kind = "elasticsearch"`, served by [`ElasticFake`].
+    Elasticsearch,
+    /// `kind = "opensearch"`: the same protocol, OpenSearch's `GET /`.
+    Opensearch,
     /// `kind = "meilisearch"`, served by [`MeiliFake`].
     Meilisearch,
 }
@@ -41,6 +46,8 @@ impl TargetKind {
         match self {
             TargetKind::File => Box::new(FileTarget::new(env.path("target.ndjson"))),
             TargetKind::Webhook => Box::new(Receiver::start()),
+            TargetKind::Elasticsearch => Box::new(ElasticFake::start()),
+            TargetKind::Opensearch => Box::new(ElasticFake::start_opensearch()),
             TargetKind::Meilisearch => Box::new(MeiliFake::start()),
         }
     }
@@ -58,6 +65,19 @@ pub trait TargetFake {
     fn break_it(&self);
     /// Undoes `break_it`.
     fn heal(&self);
+    /// The `[target]` keys besides `url` this kind needs (`kind`, …).
+    fn target_keys(&self) -> toml::Table {
+        toml::Table::new()
+    }
+    /// Answers the next deliveries with 429 and `Retry-After: <secs>`.
+    fn throttle(&self, _secs: u64) {
+        panic!("this fake cannot throttle")
+    }
+    /// Refuses item `id` for good, as the service refuses a bad record
+    /// (the rest of its batch is fine); `false` when the kind cannot.
+    fn reject_item(&self, _id: &str) -> bool {
+        false
+    }
 }
 
 impl TargetFake for Receiver {
@@ -75,6 +95,14 @@ impl TargetFake for Receiver {
     }
     fn heal(&self) {
         self.set(Behavior::Ok);
+    }
+    fn throttle(&self, secs: u64) {
+        self.set(Behavior::RetryAfter(429, secs.to_string()));
+    }
+    /// A 400 for any batch holding it: feedsync splits to isolate it.
+    fn reject_item(&self, id: &str) -> bool {
+        self.set(Behavior::RejectIds(vec![id.to_string()]));
+        true
     }
 }
 
@@ -196,15 +224,4 @@ macro_rules! per_target_kind {
             )*
         }
     };
-}
-
-impl TargetKind {
-    /// The `[target]` keys this kind needs besides `url` (its `kind`).
-    pub fn configure(self, t: &mut TargetConfig) {
-        let kind = match self {
-            TargetKind::File | TargetKind::Webhook => return,
-            TargetKind::Meilisearch => "meilisearch",
-        };
-        t.extra.insert("kind".into(), kind.into());
-    }
 }

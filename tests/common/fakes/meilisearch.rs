@@ -142,7 +142,9 @@ struct Inner {
     /// Answers for the next write requests (`POST`), instead of enqueueing.
     answers: VecDeque<Answer>,
     /// Every write request answered so while set (`break_it`).
-    down: Option<(u16, String)>,
+    down: Option<Answer>,
+    /// Documents (by item id) whose `_geo` is taken to be malformed.
+    bad_geo: Vec<String>,
     /// Failures for the next tasks enqueued.
     doomed: VecDeque<Value>,
     /// Looks a task needs before it is processed.
@@ -240,7 +242,7 @@ impl MeiliFake {
             "the service is down for maintenance",
         )
         .to_string();
-        self.lock().down = Some((status, body));
+        self.lock().down = Some((status, Vec::new(), body));
     }
 
     pub fn heal(&self) {
@@ -378,7 +380,13 @@ fn process(st: &mut Inner, i: usize) {
             Some(e) => Some(e),
             None => {
                 let mut trial = staged.clone();
-                match apply(&mut trial, &index, &st.tasks[j].work, st.no_create) {
+                match apply(
+                    &mut trial,
+                    &index,
+                    &st.tasks[j].work,
+                    st.no_create,
+                    &st.bad_geo,
+                ) {
                     Ok(()) => {
                         staged = trial;
                         None
@@ -420,7 +428,13 @@ fn process(st: &mut Inner, i: usize) {
 }
 
 /// One task's effect on its index (created by the first addition).
-fn apply(index: &mut Option<Index>, uid: &str, work: &Work, no_create: bool) -> Result<(), Value> {
+fn apply(
+    index: &mut Option<Index>,
+    uid: &str,
+    work: &Work,
+    no_create: bool,
+    bad_geo: &[String],
+) -> Result<(), Value> {
     match work {
         Work::Delete { ids } => {
             let Some(ix) = index else {
@@ -496,8 +510,13 @@ fn apply(index: &mut Option<Index>, uid: &str, work: &Work, no_create: bool) -> 
                         )
                     })?,
                 };
-                if let Some(geo) = obj.get("_geo")
-                    && !(geo.is_object() && geo.get("lat").is_some() && geo.get("lng").is_some())
+                let geo = obj.get("_geo").cloned();
+                let bad = bad_geo.contains(&decode_id(&id));
+                if let Some(geo) = geo.or_else(|| bad.then_some(Value::Null))
+                    && (bad
+                        || !(geo.is_object()
+                            && geo.get("lat").is_some()
+                            && geo.get("lng").is_some()))
                 {
                     return Err(error(
                         "invalid_document_geo_field",
@@ -597,8 +616,8 @@ fn route(st: &mut Inner, req: &Seen) -> Answer {
         if let Some(a) = st.answers.pop_front() {
             return a;
         }
-        if let Some((status, body)) = &st.down {
-            return (*status, Vec::new(), body.clone());
+        if let Some(answer) = &st.down {
+            return answer.clone();
         }
         let json_type = req
             .header("content-type")
@@ -872,5 +891,20 @@ impl crate::common::TargetFake for MeiliFake {
     }
     fn heal(&self) {
         MeiliFake::heal(self);
+    }
+    fn target_keys(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), "meilisearch".into());
+        t
+    }
+    /// Meilisearch Cloud's rate limit: 429 `too_many_requests`.
+    fn throttle(&self, secs: u64) {
+        let body = error("too_many_requests", "system", "Too many requests").to_string();
+        self.lock().down = Some((429, vec![("Retry-After".into(), secs.to_string())], body));
+    }
+    /// A document whose `_geo` Meilisearch refuses: its task fails.
+    fn reject_item(&self, id: &str) -> bool {
+        self.lock().bad_geo.push(id.to_string());
+        true
     }
 }
