@@ -18,8 +18,10 @@ const MIGRATIONS: &[&str] = &[
     // Version 3: tasks a target accepted and had not finished when last
     // looked at (Meilisearch), with the items (rowid and the hash sent,
     // as JSON `[[rowid, "hex"], …]`) each carries: a later run settles
-    // them before it queues more work there (see `tasks`).
-    "CREATE TABLE tasks (
+    // them before it queues more work there (see `tasks`). (`IF NOT
+    // EXISTS`: a file made to look older by dropping a later column keeps
+    // this table.)
+    "CREATE TABLE IF NOT EXISTS tasks (
          place       TEXT NOT NULL,
          uid         INTEGER NOT NULL,
          feed_id     INTEGER NOT NULL,
