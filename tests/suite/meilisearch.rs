@@ -330,3 +330,66 @@ fn two_feeds_on_one_index_wait_for_each_others_tasks() {
     let docs = fake.index("catalog").unwrap().docs;
     assert_eq!(docs.keys().collect::<Vec<_>>(), ["A", "B", "X", "Y"]);
 }
+
+fn doctor_lines(env: &Env) -> (i32, Vec<String>) {
+    let run = env.run(&["doctor"]);
+    assert!(!run.stdout.contains("masterKey-1") && !run.stderr.contains("masterKey-1"));
+    (run.code, run.stdout.lines().map(String::from).collect())
+}
+
+#[test]
+fn doctor_calls_a_missing_index_a_note_and_reads_an_existing_one() {
+    let fake = MeiliFake::start();
+    let env = setup(&fake, &rows(&["A"]), 10, 30);
+    let (code, lines) = doctor_lines(&env);
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("note") && l.contains("index `p` does not exist yet")),
+        "{lines:#?}"
+    );
+    assert!(fake.tasks().is_empty(), "doctor writes nothing");
+    let paths: Vec<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/health", "/indexes/p"]);
+    env.run(&["sync"]).assert_code(0);
+    let (code, lines) = doctor_lines(&env);
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("index `p` exists (primary key `id`)")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn doctor_calls_another_primary_key_a_problem_naming_the_fix() {
+    let fake = MeiliFake::start();
+    fake.create_index("p", Some("sku"));
+    let env = setup(&fake, &rows(&["A"]), 10, 30);
+    let (code, lines) = doctor_lines(&env);
+    assert_eq!(code, 1, "{lines:#?}");
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("PROBLEM") && l.contains("primary key `sku`"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(lines[at + 1].contains("id_field = \"sku\""), "{lines:#?}");
+}
+
+#[test]
+fn doctor_calls_a_wrong_key_a_problem_naming_the_actions() {
+    let fake = MeiliFake::start();
+    let mut env = setup(&fake, &rows(&["A"]), 10, 30);
+    env.set_env("MEILI_KEY", "not-the-key");
+    let (code, lines) = doctor_lines(&env);
+    assert_eq!(code, 1, "{lines:#?}");
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("PROBLEM") && l.contains("403"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    let fix = &lines[at + 1];
+    for needle in ["api_key_env", "documents.add", "tasks.get", "indexes.get"] {
+        assert!(fix.contains(needle), "{needle}: {lines:#?}");
+    }
+}
