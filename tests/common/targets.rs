@@ -33,10 +33,12 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every kind, in the order the shared suite runs them.
-    pub fn all() -> [TargetKind; 3] {
+    pub fn all() -> [TargetKind; 5] {
         [
             TargetKind::File,
             TargetKind::Webhook,
+            TargetKind::Elasticsearch,
+            TargetKind::Opensearch,
             TargetKind::Meilisearch,
         ]
     }
@@ -212,6 +214,8 @@ macro_rules! per_target_kind {
     ($($test:ident),* $(,)?) => {
         $crate::per_target_kind!(@kind file File [$($test),*]);
         $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
+        $crate::per_target_kind!(@kind elasticsearch Elasticsearch [$($test),*]);
+        $crate::per_target_kind!(@kind opensearch Opensearch [$($test),*]);
         $crate::per_target_kind!(@kind meilisearch Meilisearch [$($test),*]);
     };
     (@kind $module:ident $kind:ident [$($test:ident),*]) => {
