@@ -393,3 +393,32 @@ fn doctor_calls_a_wrong_key_a_problem_naming_the_actions() {
         assert!(fix.contains(needle), "{needle}: {lines:#?}");
     }
 }
+
+#[test]
+fn the_key_stays_out_of_trace_logs_and_gzip_is_sent_when_asked() {
+    let fake = MeiliFake::start();
+    let now = rows(&["A", "B"]);
+    let mut env = setup(&fake, &now, 10, 30);
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    env.write(
+        "feedsync.toml",
+        &config.replace("[target]\n", "[target]\ngzip = true\n"),
+    );
+    env.set_env("RUST_LOG", "trace");
+    let run = env.run(&["sync"]);
+    run.assert_code(0);
+    assert!(!run.stderr.contains("masterKey-1"), "the key was logged");
+    assert!(
+        !std::fs::read(env.state_path())
+            .unwrap()
+            .windows(11)
+            .any(|w| w == b"masterKey-1")
+    );
+    let post = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert_eq!(post.header("content-encoding"), Some("gzip"));
+    assert_eq!(crate::common::TargetFake::mirror(&fake, "p"), catalog(&now));
+}
