@@ -412,6 +412,16 @@ impl Settle<'_> {
                     tx.commit()?;
                     Flow::Continue
                 }
+                // Unfinished: the feed says why nothing went, even when the
+                // task is another feed's and none of its items wait on it.
+                Response::Retry { error, retry_after } => {
+                    if report.error.is_none() {
+                        report.error = Some(error.clone());
+                    }
+                    report.exit.absorb(crate::exit_code::ExitCode::ItemsFailed);
+                    let response = Response::Retry { error, retry_after };
+                    self.failed(state, items, response, report, courier)?
+                }
                 response => self.failed(state, items, response, report, courier)?,
             };
             if !matches!(flow, Flow::Continue) {

@@ -339,7 +339,7 @@ impl Target {
                 Response::Skipped => {}
                 Response::Retry { error, retry_after } => {
                     let error = format!(
-                        "task {} that an earlier run queued at {queue}: {error}; nothing more is queued there until it has finished",
+                        "task {} already queued at {queue}: {error}; nothing more is queued there until it has finished",
                         task.uid
                     );
                     out.push((items, Response::Retry { error, retry_after }));

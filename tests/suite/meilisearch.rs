@@ -319,8 +319,17 @@ fn two_feeds_on_one_index_wait_for_each_others_tasks() {
     write_ndjson(&env.path("p.ndjson"), &rows(&["A", "B"]));
     write_ndjson(&env.path("q.ndjson"), &rows(&["X", "Y"]));
     env.set_env("FEEDSYNC_NOW", NOW);
-    env.run(&["sync"]).assert_code(1);
+    let run = env.run(&["sync"]);
+    run.assert_code(1);
     assert_eq!(fake.tasks().len(), 1, "q enqueued nothing behind p's task");
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("error: q: task 0 already queued at")
+                && l.contains("nothing more is queued there until it has finished")),
+        "{}",
+        run.stderr
+    );
     assert!(env.statuses("q").values().all(|s| s == "pending"));
     fake.heal();
     env.run(&["sync"]).assert_code(0);
