@@ -54,6 +54,16 @@ pub(crate) fn run(
     let mut refused = None;
     std::thread::scope(|scope| -> Result<()> {
         let courier = Courier::start(scope, target, batches.from.spool, &feed.name, kind, nonce);
+        // Work an earlier run left unfinished at the target is settled
+        // first; while some still is, nothing more goes there.
+        match settle.remembered(state, target, report, &courier)? {
+            Flow::Continue => {}
+            Flow::StopFeed => return Ok(()),
+            Flow::Refused(error) => {
+                refused = Some(error);
+                return Ok(());
+            }
+        }
         let mut in_flight = 0;
         // One batch read ahead while the courier works.
         let mut ahead: Option<Vec<OutItem>> = None;
@@ -351,23 +361,75 @@ impl Settle<'_> {
             }
             report.sent += items.len() as u64;
         } else {
-            for (i, item) in items.iter().enumerate() {
-                let outcome = match verdicts.get(i) {
-                    None | Some(Verdict::Ok) => {
-                        report.sent += 1;
-                        Recorded::Sent
-                    }
-                    Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
-                    Some(Verdict::Fail(e)) => {
-                        report.failed += 1;
-                        report.item_error(e);
-                        Recorded::Failed { error: e }
-                    }
-                };
-                tx.record(item, &outcome, now, keep_data)?;
-            }
+            self.record_each(&tx, items, verdicts, report)?;
         }
         tx.commit()
+    }
+
+    /// Each item's verdict, recorded only if the item is still the version
+    /// sent.
+    fn record_each(
+        &self,
+        tx: &crate::state::Tx<'_>,
+        items: &[OutItem],
+        verdicts: &[Verdict],
+        report: &mut FeedReport,
+    ) -> Result<()> {
+        let now = clock::now_secs();
+        for (i, item) in items.iter().enumerate() {
+            let outcome = match verdicts.get(i) {
+                None | Some(Verdict::Ok) => {
+                    report.sent += 1;
+                    Recorded::Sent
+                }
+                Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
+                Some(Verdict::Fail(e)) => {
+                    report.failed += 1;
+                    report.item_error(e);
+                    Recorded::Failed { error: e }
+                }
+            };
+            tx.record(item, &outcome, now, self.feed.keep_data)?;
+        }
+        Ok(())
+    }
+
+    /// The outcomes of the tasks an earlier run left unfinished at the
+    /// target (`Target::remembered`). Their items may have changed since,
+    /// so each is recorded only if it is still the version the task
+    /// carried; a task failed by a bad item is split as any rejected batch.
+    fn remembered(
+        &self,
+        state: &mut State,
+        target: &Target,
+        report: &mut FeedReport,
+        courier: &Courier,
+    ) -> Result<Flow> {
+        for (items, response) in target.remembered(state, self.feed_id)? {
+            let flow = match response {
+                Response::Delivered(verdicts) => {
+                    let tx = state.write()?;
+                    self.record_each(&tx, &items, &verdicts, report)?;
+                    tx.commit()?;
+                    Flow::Continue
+                }
+                // Unfinished: the feed says why nothing went, even when the
+                // task is another feed's and none of its items wait on it.
+                Response::Retry { error, retry_after } => {
+                    if report.error.is_none() {
+                        report.error = Some(error.clone());
+                    }
+                    report.exit.absorb(crate::exit_code::ExitCode::ItemsFailed);
+                    let response = Response::Retry { error, retry_after };
+                    self.failed(state, items, response, report, courier)?
+                }
+                response => self.failed(state, items, response, report, courier)?,
+            };
+            if !matches!(flow, Flow::Continue) {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
     /// Anything but a 2xx. On 413 and other 4xx answers the batch is split

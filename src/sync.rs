@@ -146,7 +146,10 @@ impl<'a> Jobs<'a> {
             log::debug!("{}: collect took {:?}", feed.name, started.elapsed());
             match collected {
                 Ok(pending) => {
-                    let queued = report.upserts + report.deletes > 0;
+                    // A task an earlier run left at the target is settled
+                    // by a delivery even when nothing new is queued.
+                    let queued = report.upserts + report.deletes > 0
+                        || self.state.has_remembered_tasks(feed_id)?;
                     if queued && !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
                         let queue = Queue {
                             feed_id,
@@ -385,7 +388,8 @@ impl<'a> Jobs<'a> {
             ));
             return Ok(());
         }
-        let target = self.target(feed);
+        let tasks = crate::state::TaskLog::new(self.state.path(), from.queue.feed_id);
+        let target = self.target(feed).keep_tasks(tasks);
         let bar = if self.progress {
             let todo = queue_size(self.state.conn(), from.queue)?;
             self.bar(

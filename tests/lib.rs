@@ -16,6 +16,7 @@ mod suite {
     mod fastpath;
     mod formats;
     mod jobs;
+    mod meilisearch;
     mod monitoring;
     mod ops;
     mod receiver_selftest;

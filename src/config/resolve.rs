@@ -694,7 +694,6 @@ struct Table {
 fn not_built(kind: TargetKind) -> Option<&'static str> {
     let why = "its target kind is not implemented yet";
     match kind {
-        TargetKind::Meilisearch => Some(why),
         TargetKind::Typesense => Some(why),
         TargetKind::Algolia => Some(why),
         _ => None,

@@ -23,6 +23,7 @@ mod queue;
 mod runs;
 mod schema;
 mod status;
+mod tasks;
 
 pub use crate::error::clip;
 pub use backup::BACKUP_TAKEN_AT;
@@ -34,6 +35,7 @@ pub use queue::{Backlog, OutItem, Queue, queue_ids, queue_size, retry_backlog};
 pub use runs::RunRow;
 pub use schema::schema_version;
 pub use status::ItemStatus;
+pub use tasks::{Task, TaskLog};
 
 /// The open state file: one connection, and the path it was opened from.
 pub struct State {

@@ -80,7 +80,7 @@ impl Tx<'_> {
 const QUEUE_WHERE: &str = "+feed_id = ?1 AND status = ?2
     AND (?3 IS NULL OR next_attempt_at IS NULL OR next_attempt_at <= ?3)";
 
-fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
+pub(super) fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
     Ok(OutItem {
         rowid: r.get(0)?,
         id: r.get(1)?,

@@ -27,6 +27,21 @@ const MIGRATIONS: &[&str] = &[
          items_sent_total INTEGER NOT NULL DEFAULT 0,
          gauges           TEXT
      );",
+    // Version 4: tasks a target accepted and had not finished when last
+    // looked at (Meilisearch), with the items (rowid and the hash sent,
+    // as JSON `[[rowid, "hex"], …]`) each carries: a later run settles
+    // them before it queues more work there (see `tasks`). (`IF NOT
+    // EXISTS`: a file made to look older by dropping a later column keeps
+    // this table.)
+    "CREATE TABLE IF NOT EXISTS tasks (
+         place       TEXT NOT NULL,
+         uid         INTEGER NOT NULL,
+         feed_id     INTEGER NOT NULL,
+         deletes     INTEGER NOT NULL,
+         items       TEXT NOT NULL,
+         enqueued_at INTEGER NOT NULL,
+         PRIMARY KEY (place, uid)
+     );",
 ];
 
 /// The schema version this build writes.

@@ -78,6 +78,10 @@ impl Client {
         &*self.kind
     }
 
+    pub(super) fn kind_mut(&mut self) -> &mut dyn Kind {
+        &mut *self.kind
+    }
+
     /// Sends one batch, request by request, and reads the answers. Items
     /// the kind finds unfit fail at once and are not sent.
     pub fn send(&self, batch: &Batch<'_>) -> Response {
@@ -150,7 +154,7 @@ impl Client {
 
     /// One request's outcome, after polling until it settles (a poll
     /// speaks for the items of the request it follows).
-    fn settle(&self, batch: &Batch<'_>, request: &mut Request) -> Response {
+    pub(super) fn settle(&self, batch: &Batch<'_>, request: &mut Request) -> Response {
         let mut reading = self.exchange(batch, request);
         let started = Instant::now();
         let mut pause = POLL_FIRST;

@@ -15,13 +15,15 @@
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod meilisearch;
 pub mod webhook;
 
 #[cfg(test)]
 mod tests;
 
 use crate::config::{Endpoint, Secrets, TargetKind, TargetSettings};
-use crate::state::OutItem;
+use crate::error::Result;
+use crate::state::{OutItem, State, Task, TaskLog};
 
 pub use http::agent;
 pub use webhook::{envelope, idempotency_key, signature};
@@ -206,6 +208,25 @@ pub trait Kind: Send + Sync {
     /// after the first whose health is a problem the rest are not made.
     fn probe(&self, feed: &str) -> Vec<Request>;
 
+    /// Work a service accepted but has not done yet (an enqueued task)
+    /// outlives a run killed or timed out while it waits. A kind that
+    /// leaves such work records it in `tasks` while it waits and forgets
+    /// it once finished; the others ignore this.
+    fn keep_tasks(&mut self, _tasks: TaskLog) {}
+
+    /// The service's queue this kind's remembered tasks wait in; `None`
+    /// for a kind that leaves no unfinished work.
+    fn queue(&self) -> Option<String> {
+        None
+    }
+
+    /// The request that looks up a remembered task, read as `delivered`
+    /// reads the poll of a task of this run (its `items` are set by the
+    /// caller).
+    fn recall(&self, _task: &Task) -> Option<Request> {
+        None
+    }
+
     /// What `doctor` makes of a whole answer to one of `probe`'s requests
     /// (a 403 that is only a note, an index that does not exist yet).
     /// `None`: the shared reading, [`http::health`].
@@ -242,6 +263,7 @@ fn kind(url: &str, settings: &TargetSettings, secrets: &Secrets) -> Box<dyn Kind
         TargetKind::Elasticsearch | TargetKind::Opensearch => {
             Box::new(elasticsearch::Elasticsearch::new(url, settings, secrets))
         }
+        TargetKind::Meilisearch => Box::new(meilisearch::Meilisearch::new(url, settings, secrets)),
         other => unreachable!("config refuses kind {} in this build", other.as_str()),
     }
 }
@@ -270,6 +292,68 @@ impl Target {
 
     pub fn settings(&self) -> &TargetSettings {
         &self.settings
+    }
+
+    /// Lets the kind remember in `tasks` the work it leaves unfinished.
+    pub fn keep_tasks(mut self, tasks: TaskLog) -> Target {
+        if let Carrier::Http(client) = &mut self.carrier {
+            client.kind_mut().keep_tasks(tasks);
+        }
+        self
+    }
+
+    /// Looks up the tasks an earlier run left unfinished in this target's
+    /// queue (DESIGN.md, "What each answer means"), oldest first, each
+    /// waited for within `timeout_secs`: the items of `feed_id`'s, as the
+    /// versions sent, with what the task's outcome means for them. One
+    /// still unfinished comes last: nothing more may be queued there. A
+    /// task of another feed sending to the same index is only waited for
+    /// (its feed sends its items again, which is harmless); tasks the
+    /// service no longer knows are left out (their items go again).
+    pub fn remembered(&self, state: &State, feed_id: i64) -> Result<Vec<(Vec<OutItem>, Response)>> {
+        let Carrier::Http(client) = &self.carrier else {
+            return Ok(Vec::new());
+        };
+        let Some(queue) = client.kind().queue() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for task in state.remembered_tasks(&queue)? {
+            let Some(mut request) = client.kind().recall(&task) else {
+                continue;
+            };
+            let ours = task.feed_id == feed_id;
+            let items = if ours {
+                state.task_items(&task)?
+            } else {
+                Vec::new()
+            };
+            request.items = (0..items.len()).collect();
+            let batch = Batch {
+                feed: "",
+                sync: SyncKind::Retry,
+                items: &items,
+                nonce: None,
+            };
+            match client.settle(&batch, &mut request) {
+                Response::Skipped => {}
+                Response::Retry { error, retry_after } => {
+                    let error = format!(
+                        "task {} already queued at {queue}: {error}; nothing more is queued there until it has finished",
+                        task.uid
+                    );
+                    out.push((items, Response::Retry { error, retry_after }));
+                    break;
+                }
+                Response::Refused { error } => {
+                    out.push((items, Response::Refused { error }));
+                    break;
+                }
+                response if ours => out.push((items, response)),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// The bytes `item` adds to a batch's body (`Kind::item_bytes`; a file

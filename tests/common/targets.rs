@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::fakes::elasticsearch::ElasticFake;
+use super::fakes::meilisearch::MeiliFake;
 use super::{Behavior, Env, Receiver};
 
 /// A kind of target feedsync can deliver to.
@@ -26,16 +27,19 @@ pub enum TargetKind {
     Elasticsearch,
     /// `kind = "opensearch"`: the same protocol, OpenSearch's `GET /`.
     Opensearch,
+    /// `kind = "meilisearch"`, served by [`MeiliFake`].
+    Meilisearch,
 }
 
 impl TargetKind {
     /// Every kind, in the order the shared suite runs them.
-    pub fn all() -> [TargetKind; 4] {
+    pub fn all() -> [TargetKind; 5] {
         [
             TargetKind::File,
             TargetKind::Webhook,
             TargetKind::Elasticsearch,
             TargetKind::Opensearch,
+            TargetKind::Meilisearch,
         ]
     }
 
@@ -46,6 +50,7 @@ impl TargetKind {
             TargetKind::Webhook => Box::new(Receiver::start()),
             TargetKind::Elasticsearch => Box::new(ElasticFake::start()),
             TargetKind::Opensearch => Box::new(ElasticFake::start_opensearch()),
+            TargetKind::Meilisearch => Box::new(MeiliFake::start()),
         }
     }
 }
@@ -211,6 +216,7 @@ macro_rules! per_target_kind {
         $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
         $crate::per_target_kind!(@kind elasticsearch Elasticsearch [$($test),*]);
         $crate::per_target_kind!(@kind opensearch Opensearch [$($test),*]);
+        $crate::per_target_kind!(@kind meilisearch Meilisearch [$($test),*]);
     };
     (@kind $module:ident $kind:ident [$($test:ident),*]) => {
         mod $module {

@@ -4,3 +4,4 @@
 //! from feedsync's code, and each able to misbehave on demand.
 
 pub mod elasticsearch;
+pub mod meilisearch;
