@@ -7,6 +7,7 @@ mod common;
 
 /// One module per area of behaviour.
 mod suite {
+    mod algolia;
     mod backup;
     mod crash;
     mod delivery;
@@ -19,4 +20,5 @@ mod suite {
     mod sources;
     mod sync;
     mod target_kinds;
+    mod typesense;
 }

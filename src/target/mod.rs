@@ -12,8 +12,10 @@
 //! This module turns every possible answer into a [`Response`] the sync
 //! loop can act on. It decides nothing about state: that is `sync`'s job.
 
+pub mod algolia;
 pub mod file;
 pub mod http;
+pub mod typesense;
 pub mod webhook;
 
 #[cfg(test)]

@@ -188,3 +188,61 @@ macro_rules! per_target_kind {
         }
     };
 }
+
+/// The fake Typesense as a target of the shared suite: documents without
+/// the `id` feedsync sets (the suite compares them with the export's rows).
+impl TargetFake for super::fakes::typesense::Typesense {
+    fn url(&self) -> String {
+        super::fakes::typesense::Typesense::url(self)
+    }
+    fn sent_ops(&self, feed: &str) -> Vec<(String, String)> {
+        self.ops(feed)
+    }
+    fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
+        without_field(self.documents(feed), "id")
+    }
+    fn break_it(&self) {
+        self.set(Some(super::fakes::typesense::Fault::Status(
+            503,
+            "Not Ready or Lagging".into(),
+        )));
+    }
+    fn heal(&self) {
+        self.set(None);
+    }
+}
+
+/// The fake Algolia as a target of the shared suite: records without the
+/// `objectID` feedsync sets.
+impl TargetFake for super::fakes::algolia::Algolia {
+    fn url(&self) -> String {
+        super::fakes::algolia::Algolia::url(self)
+    }
+    fn sent_ops(&self, feed: &str) -> Vec<(String, String)> {
+        self.ops(feed)
+    }
+    fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
+        without_field(self.records(feed), "objectID")
+    }
+    fn break_it(&self) {
+        self.set(Some(super::fakes::algolia::Fault::Status(
+            503,
+            "Service Unavailable".into(),
+        )));
+    }
+    fn heal(&self) {
+        self.set(None);
+    }
+}
+
+/// A service's documents as the export's rows: the id field feedsync
+/// sets removed, after checking it holds the id.
+fn without_field(docs: BTreeMap<String, Value>, field: &str) -> BTreeMap<String, Value> {
+    docs.into_iter()
+        .map(|(id, mut doc)| {
+            let set = doc.as_object_mut().and_then(|d| d.remove(field));
+            assert_eq!(set, Some(Value::String(id.clone())), "{field} of {id}");
+            (id, doc)
+        })
+        .collect()
+}
