@@ -52,6 +52,8 @@ struct State {
     api_key: String,
     acls: BTreeSet<String>,
     record_limit: usize,
+    /// objectIDs refused as too big whatever their size.
+    too_big: BTreeSet<String>,
     indexes: BTreeMap<String, BTreeMap<String, Value>>,
     next_task: u64,
     queue: VecDeque<Fault>,
@@ -80,6 +82,7 @@ impl Algolia {
                 .map(String::from)
                 .collect(),
             record_limit: FREE_PLAN_RECORD_BYTES,
+            too_big: BTreeSet::new(),
             indexes: BTreeMap::new(),
             next_task: 1000,
             queue: VecDeque::new(),
@@ -115,6 +118,12 @@ impl Algolia {
     /// Records larger than this many bytes are refused.
     pub fn set_record_limit(&self, bytes: usize) {
         self.state().record_limit = bytes;
+    }
+
+    /// Refuses record `id` as too big from now on, whatever its size (the
+    /// whole batch holding it gets the 400).
+    pub fn refuse_record(&self, id: &str) {
+        self.state().too_big.insert(id.to_string());
     }
 
     /// Creates an empty index (as the dashboard does).
@@ -272,7 +281,7 @@ fn batch(st: &mut State, req: &Request, index: &str) -> Reply {
             return error(403, "Method not allowed with this API key");
         }
         let size = object.to_string().len();
-        if action == "updateObject" && size > st.record_limit {
+        if action == "updateObject" && (size > st.record_limit || st.too_big.contains(id)) {
             return error(
                 400,
                 &format!(
