@@ -11,7 +11,7 @@ use crate::cli::{
     Cli, Command, CompletionsArgs, InitArgs, ItemsArgs, ResyncArgs, RunsArgs, StatusArgs, SyncArgs,
 };
 use crate::clock;
-use crate::config::{self, Config, Feed, Secrets};
+use crate::config::{self, Config, Feed, FeedSecrets};
 use crate::error::{self, Error};
 use crate::exit_code::ExitCode;
 use crate::job::{Job, RunSummary};
@@ -184,7 +184,7 @@ impl Task {
         &self,
         config: &Config,
         state: &mut State,
-        secrets: &Secrets,
+        secrets: &FeedSecrets,
         feeds: &[&Feed],
         out: Output,
     ) -> anyhow::Result<JobReport> {
@@ -252,9 +252,9 @@ fn direct(
     // Only jobs that contact the target need the secrets; a dry run does not.
     let contacts_target = task.job != Job::Cleanup && !task.dry_run();
     let secrets = if contacts_target {
-        config::read_secrets(&config.secrets)?
+        config.read_secrets()?
     } else {
-        Secrets::default()
+        FeedSecrets::default()
     };
     let (_lock, mut state) = open_for_writing(config)?;
     let mut code = ExitCode::Ok;
@@ -277,7 +277,7 @@ fn direct(
 fn resend_after_restore(
     config: &Config,
     state: &mut State,
-    secrets: &Secrets,
+    secrets: &FeedSecrets,
     out: Output,
     allow_deletes: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -408,7 +408,7 @@ fn resync(config: &Config, args: &ResyncArgs, out: Output) -> anyhow::Result<Exi
 
 /// The cron entry point: runs the jobs whose schedule is due, in order.
 fn run(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
-    let secrets = config::read_secrets(&config.secrets)?;
+    let secrets = config.read_secrets()?;
     match tick(config, &secrets, out) {
         // Cron starts `run` every minute; an overlap is normal, not news.
         Err(e) if error::is_locked(&e) => Ok(ExitCode::Locked),
@@ -417,7 +417,7 @@ fn run(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
 }
 
 /// One look at the schedule: take the lock, find the due jobs, run them.
-fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<ExitCode> {
+fn tick(config: &Config, secrets: &FeedSecrets, out: Output) -> anyhow::Result<ExitCode> {
     let (_lock, mut state) = open_for_writing(config)?;
     let mut code = resend_after_restore(config, &mut state, secrets, out, false)?;
     let now = clock::now();
@@ -451,7 +451,7 @@ fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<ExitC
 /// `run` every minute in-process until SIGTERM or SIGINT, which let the
 /// batch in flight finish.
 fn daemon(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
-    let secrets = config::read_secrets(&config.secrets)?;
+    let secrets = config.read_secrets()?;
     crate::stop::install().context("installing signal handlers")?;
     log::info!("daemon started; running due jobs every minute");
     while !crate::stop::requested() {
@@ -555,7 +555,7 @@ fn report_page(config: &Config, out: &Path) -> anyhow::Result<ExitCode> {
 
 /// `doctor`: 0 when all is well, 1 when something needs fixing.
 fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
-    let secrets = config::read_secrets(&config.secrets)?;
+    let secrets = config.read_secrets()?;
     let findings = crate::doctor::check(config, &secrets);
     print!("{}", findings.text());
     // DESIGN.md gives doctor's "something needs fixing" the number 1.

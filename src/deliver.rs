@@ -37,6 +37,9 @@ pub(crate) fn run(
         from,
         after: 0,
         size: feed.target.batch_size,
+        max_bytes: feed.target.max_batch_bytes,
+        target,
+        feed: &feed.name,
         waiting: 0,
     };
     let settle = Settle {
@@ -142,12 +145,18 @@ pub(crate) struct Pick<'q> {
     pub spool: Option<&'q Spool>,
 }
 
-/// Reads the send queue batch by batch, with each item's data.
+/// Reads the send queue batch by batch, with each item's data. A batch
+/// closes at `batch_size` items, or before its body would pass
+/// `max_batch_bytes` (an item bigger than that goes alone).
 struct Batches<'q> {
     from: Pick<'q>,
     /// The last rowid read.
     after: i64,
     size: usize,
+    max_bytes: usize,
+    /// Measures bodies the way the target writes them.
+    target: &'q Target,
+    feed: &'q str,
     /// Upserts skipped because their data is neither stored nor spooled.
     waiting: u64,
 }
@@ -173,7 +182,33 @@ impl Batches<'_> {
                 batch
             }
         };
-        Ok(Some(batch))
+        Ok(Some(self.by_bytes(batch)))
+    }
+
+    /// The longest head of `batch` whose body stays within `max_bytes`
+    /// (at least one item); the rest is read again as the next batch.
+    fn by_bytes(&mut self, mut batch: Vec<OutItem>) -> Vec<OutItem> {
+        let mut total = self.target.frame_bytes(self.feed);
+        let keep = batch
+            .iter()
+            .position(|item| {
+                let data = match &item.data {
+                    Some(d) => d.len(),
+                    None => self
+                        .from
+                        .spool
+                        .and_then(|s| s.data_len(item.rowid))
+                        .unwrap_or(0),
+                };
+                total += self.target.item_bytes(item, data);
+                total > self.max_bytes
+            })
+            .map_or(batch.len(), |at| at.max(1));
+        if keep < batch.len() {
+            batch.truncate(keep);
+            self.after = batch[keep - 1].rowid;
+        }
+        batch
     }
 }
 

@@ -5,7 +5,8 @@
 //! items stuck in `failed`, no `retry` item waiting for a clock that was
 //! fast. Each problem comes with a one-line fix.
 //!
-//! Doctor changes nothing: it sends only empty `probe` batches, writes no
+//! Doctor changes nothing: each target kind checks itself with requests
+//! that write nothing (a webhook gets an empty `probe` batch), it writes no
 //! batch to a `file:` target, creates no state file and migrates none.
 
 use std::fs::OpenOptions;
@@ -14,12 +15,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::clock;
-use crate::config::{Config, Endpoint, Feed, Secrets};
+use crate::config::{Config, Endpoint, Feed, FeedSecrets};
 use crate::error::Error;
 use crate::schedule::SCHEDULE_CHECKED;
 use crate::source::{Broken, Health, Source};
 use crate::state::{self, State};
-use crate::target::{Response, http::Client};
+use crate::target::{self, http::Client};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -110,7 +111,7 @@ pub fn stale_after(config: &Config) -> i64 {
 }
 
 /// Runs every check.
-pub fn check(config: &Config, secrets: &Secrets) -> Findings {
+pub fn check(config: &Config, secrets: &FeedSecrets) -> Findings {
     let mut f = Findings::default();
     f.ok(format!(
         "config {}: {} feed{}",
@@ -155,7 +156,7 @@ fn check_source(f: &mut Findings, feed: &Feed, config: &Config, agent: &ureq::Ag
     }
 }
 
-fn check_target(f: &mut Findings, feed: &Feed, secrets: &Secrets, agent: &ureq::Agent) {
+fn check_target(f: &mut Findings, feed: &Feed, secrets: &FeedSecrets, agent: &ureq::Agent) {
     let name = &feed.name;
     match &feed.target.endpoint {
         Endpoint::File(path) => match writable_file(path) {
@@ -169,42 +170,20 @@ fn check_target(f: &mut Findings, feed: &Feed, secrets: &Secrets, agent: &ureq::
             ),
         },
         Endpoint::Http(url) => {
-            let target = Client::new(url, &feed.target, secrets, agent.clone());
-            match target.probe(name) {
-                Response::Delivered(_) => {
-                    f.ok(format!("target {name}: {url} accepted a probe batch"))
+            // Each kind checks itself (`Kind::probe`, `Kind::health`).
+            let client = Client::new(url, &feed.target, &secrets.of(name), agent.clone());
+            for health in client.probe(name) {
+                match health {
+                    target::Health::Ok(what) => f.ok(format!("target {name}: {what}")),
+                    target::Health::Note { what, fix } => {
+                        f.note(format!("target {name}: {what}"), fix)
+                    }
+                    target::Health::Problem { what, fix } => {
+                        f.problem(format!("target {name}: {what}"), fix)
+                    }
                 }
-                Response::Refused { error } => {
-                    // TODO(issue 12): match on the refusal's status and TLS
-                    // kind once `Response::Refused` carries them (target/).
-                    let fix = if error.starts_with("HTTP 401") || error.starts_with("HTTP 403") {
-                        credentials_fix(secrets)
-                    } else if error.starts_with("TLS") {
-                        "check the target's certificate, or the url's host name".into()
-                    } else {
-                        format!("check the target url for feed {name} in the config")
-                    };
-                    f.problem(format!("target {name}: {url} refused us: {error}"), fix);
-                }
-                Response::Retry { error, .. } => f.problem(
-                    format!("target {name}: {url} did not answer: {error}"),
-                    "make sure the receiver is up and reachable from this machine; feedsync keeps changes queued meanwhile",
-                ),
-                Response::Rejected { error } | Response::TooLarge { error } => f.problem(
-                    format!("target {name}: {url} rejected an empty probe batch: {error}"),
-                    "the receiver must answer a batch with \"sync\": \"probe\" and no items with a 2xx (DESIGN.md, wire format)",
-                ),
-                Response::Skipped => unreachable!("one batch alone is never skipped"),
             }
         }
-    }
-}
-
-/// Names the variables that hold the credentials, never their values.
-fn credentials_fix(secrets: &Secrets) -> String {
-    match (&secrets.token, &secrets.api_key) {
-        (None, None) => "the target wants credentials: set target.token_env (or api_key_env) to the name of an environment variable holding them".into(),
-        _ => "check the credentials in the environment variables named by target.token_env / target.api_key_env".into(),
     }
 }
 

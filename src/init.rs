@@ -45,17 +45,27 @@ state = "feedsync.sqlite"            # the state file: feedsync's whole memory (
 
 [target]
 url = "file:out/{feed}.ndjson"       # or "https://ingest.example.com/feeds/{feed}"
+# kind = "webhook"                   # feedsync's envelope; or a search service's own API:
+#                                    # elasticsearch | opensearch (url = the service's base URL)
+# index = "{feed}"                   # service kinds: the index at the service
+# max_batch_bytes = 10000000         # a batch also closes before its body passes this size
+# signature = "feedsync"             # webhook: or "standard" (Standard Webhooks, whsec_… secret)
 # Secrets are never written here: these *name* environment variables.
 # token_env = "FEEDSYNC_TOKEN"       # Authorization: Bearer $FEEDSYNC_TOKEN
 # api_key_env = "FEEDSYNC_API_KEY"   # sent as header `api_key_header`
 # api_key_header = "x-api-key"
 # signing_secret_env = "FEEDSYNC_SECRET"   # X-Feedsync-Signature: sha256=<HMAC of the body>
-# gzip = true
+# gzip = true                        # (false by default for the service kinds)
 # timeout_secs = 30
 # batch_size = 500
 # max_attempts = 0                   # 0: retry for ever; N: an item becomes `failed` after N attempts
 # retry_base_secs = 60               # backoff: base * 2^(attempts-1), plus jitter,
 # retry_max_secs = 3600              # capped here; a later Retry-After wins
+
+# [targets.search]                   # more targets: a feed picks one with target = "search"
+# kind = "elasticsearch"
+# url = "http://127.0.0.1:9200"
+# api_key_env = "ES_API_KEY"
 
 [schedule]                           # what `feedsync run` (cron, every minute) starts; local time
 # sync = "* * * * *"
@@ -146,6 +156,9 @@ mod tests {
         let c = crate::config::Config::parse(EXAMPLE, Path::new("/srv/shop/feedsync.toml"))
             .expect("the example config is valid");
         assert_eq!(c.feeds.len(), 2);
-        assert!(c.secrets.token_env.is_none(), "no secret needed to try it");
+        assert!(
+            c.feeds[0].target.secrets.token_env.is_none(),
+            "no secret needed to try it"
+        );
     }
 }

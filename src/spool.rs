@@ -136,6 +136,13 @@ impl Spool {
         }
         Ok(())
     }
+
+    /// How long the data of item `rowid` is, without reading it: what a
+    /// batch closing by `max_batch_bytes` counts.
+    pub fn data_len(&self, rowid: i64) -> Option<usize> {
+        let at = self.index.binary_search_by_key(&rowid, |e| e.rowid).ok()?;
+        Some(self.index[at].len as usize)
+    }
 }
 
 /// Reads each wanted (item, offset, length) from `file` into its item,

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::clock;
-use crate::config::{Config, Feed, Mode, Secrets};
+use crate::config::{Config, Feed, FeedSecrets, Mode};
 use crate::deliver::{self, Pick};
 use crate::diff;
 use crate::error::{Error, Result};
@@ -184,16 +184,17 @@ impl Plan {
 pub struct Jobs<'a> {
     pub config: &'a Config,
     pub state: &'a mut State,
-    secrets: Secrets,
+    secrets: FeedSecrets,
     agent: Option<ureq::Agent>,
-    /// URL templates that answered 401/403/404/405 in this run.
+    /// Targets (`TargetSettings::refusal_group`) that answered
+    /// 401/403/404/405 in this run.
     refused: HashSet<String>,
     /// Draw progress bars (stderr is a terminal).
     progress: bool,
 }
 
 impl<'a> Jobs<'a> {
-    pub fn new(config: &'a Config, state: &'a mut State, secrets: Secrets) -> Jobs<'a> {
+    pub fn new(config: &'a Config, state: &'a mut State, secrets: FeedSecrets) -> Jobs<'a> {
         Jobs {
             config,
             state,
@@ -250,7 +251,7 @@ impl<'a> Jobs<'a> {
 
     fn target(&mut self, feed: &Feed) -> Target {
         let agent = self.agent().clone();
-        Target::new(feed.target.clone(), self.secrets.clone(), agent)
+        Target::new(feed.target.clone(), self.secrets.of(&feed.name), agent)
     }
 
     /// `sync` and `resync`: collect each feed, then deliver its queue —
@@ -511,7 +512,7 @@ impl<'a> Jobs<'a> {
         nonce: Option<u64>,
         report: &mut FeedReport,
     ) -> Result<()> {
-        if self.refused.contains(&feed.target.url_template) {
+        if self.refused.contains(&feed.target.refusal_group()) {
             report.fail(&Error::TargetRefused(
                 "the target refused an earlier feed in this run; items stay pending".into(),
             ));
@@ -530,7 +531,7 @@ impl<'a> Jobs<'a> {
         };
         let outcome = deliver::run(self.state, &target, feed, from, kind, nonce, &bar, report)?;
         if let Some(error) = outcome.refused {
-            self.refused.insert(feed.target.url_template.clone());
+            self.refused.insert(feed.target.refusal_group());
             report.fail(&Error::TargetRefused(format!(
                 "{error}; items stay pending"
             )));

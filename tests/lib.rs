@@ -19,6 +19,7 @@ mod suite {
     mod receiver_selftest;
     mod sources;
     mod sync;
+    mod target_config;
     mod target_kinds;
     mod typesense;
 }

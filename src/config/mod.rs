@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use self::secrets::{SecretNames, Secrets, read_secrets};
+pub use self::secrets::{FeedSecrets, SecretNames, Secrets, read_secrets, standard_key};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::schedule::Cron;
@@ -120,13 +120,71 @@ impl std::fmt::Display for MaxDeletes {
     }
 }
 
+/// The protocol a target speaks (`kind = …`, DESIGN.md "Target kinds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// feedsync's own envelope.
+    #[default]
+    Webhook,
+    Elasticsearch,
+    Opensearch,
+    Meilisearch,
+    Typesense,
+    Algolia,
+}
+
+impl TargetKind {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Webhook => "webhook",
+            TargetKind::Elasticsearch => "elasticsearch",
+            TargetKind::Opensearch => "opensearch",
+            TargetKind::Meilisearch => "meilisearch",
+            TargetKind::Typesense => "typesense",
+            TargetKind::Algolia => "algolia",
+        }
+    }
+
+    /// A search service with its own ingest API (everything but `webhook`).
+    pub fn is_service(self) -> bool {
+        self != TargetKind::Webhook
+    }
+}
+
+/// How webhook batches are signed when a signing secret is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signature {
+    /// `X-Feedsync-Signature: sha256=<hex>`.
+    #[default]
+    Feedsync,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+}
+
 /// Where and how a feed's changes are delivered.
 #[derive(Debug, Clone)]
 pub struct TargetSettings {
-    /// The URL template as configured (`{feed}` not yet replaced); feeds with
-    /// the same template share the fate of a refusing target.
+    /// The URL template as configured (`{feed}` not yet replaced).
     pub url_template: String,
     pub endpoint: Endpoint,
+    pub kind: TargetKind,
+    /// The index or collection at the service, `{feed}` replaced; `None`
+    /// for a webhook.
+    pub index: Option<String>,
+    /// Algolia's application id.
+    pub app_id: Option<String>,
+    /// Meilisearch: the document field that carries the id.
+    pub id_field: String,
+    /// A batch closes before its body would pass this many bytes.
+    pub max_batch_bytes: usize,
+    pub signature: Signature,
+    /// Basic authentication's user (with `password_env`).
+    pub username: Option<String>,
+    /// The environment variables holding this target's credentials.
+    pub secrets: SecretNames,
     pub api_key_header: String,
     pub gzip: bool,
     pub timeout: Duration,
@@ -134,6 +192,15 @@ pub struct TargetSettings {
     pub max_attempts: u32,
     pub retry_base_secs: u64,
     pub retry_max_secs: u64,
+}
+
+impl TargetSettings {
+    /// Feeds whose targets share this share the fate of a refusing target
+    /// ("the run stops for that target"): the same kind at the same URL
+    /// template.
+    pub fn refusal_group(&self) -> String {
+        format!("{} {}", self.kind.as_str(), self.url_template)
+    }
 }
 
 /// Where a target's batches go, `{feed}` replaced: a URL or a file.
@@ -182,7 +249,6 @@ pub struct Config {
     pub max_record_bytes: usize,
     /// A source still being read after this is a source error (guarantee 8).
     pub source_timeout: Duration,
-    pub secrets: SecretNames,
     /// The scheduled jobs, in `run` order.
     pub schedule: Vec<Scheduled>,
     pub log_file: Option<PathBuf>,
@@ -206,6 +272,13 @@ impl Config {
             Error::config(format!("{}: {}", path.display(), e.to_string().trim_end()))
         })?;
         resolve::Resolver::new(path).resolve(raw)
+    }
+
+    /// Reads the secrets of every feed's target, for a command that
+    /// contacts the targets: an unset or empty variable is a config error
+    /// naming it.
+    pub fn read_secrets(&self) -> Result<FeedSecrets> {
+        FeedSecrets::read(&self.feeds)
     }
 
     /// The config file's folder: relative paths and commands start here.

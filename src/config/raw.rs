@@ -6,7 +6,9 @@
 
 use serde::Deserialize;
 
-use super::{Format, Mode};
+use std::collections::BTreeMap;
+
+use super::{Format, Mode, Signature, TargetKind};
 
 /// The target keys, written once. `[target]` and every `[[feeds]]` table
 /// take them (a feed's value overrides the target's), so they must appear
@@ -35,6 +37,13 @@ macro_rules! with_target_keys {
                 max_attempts: i64,
                 retry_base_secs: i64,
                 retry_max_secs: i64,
+                kind: TargetKind,
+                index: String,
+                app_id: String,
+                id_field: String,
+                max_batch_bytes: i64,
+                signature: Signature,
+                username: String,
             ]
             $($item)*
         }
@@ -93,6 +102,9 @@ pub struct RawConfig {
     #[serde(default = "default_source_timeout_secs")]
     pub source_timeout_secs: i64,
     pub target: Option<RawTarget>,
+    /// `[targets.NAME]`: more targets, picked by a feed's `target = "NAME"`.
+    #[serde(default)]
+    pub targets: BTreeMap<String, RawTarget>,
     #[serde(default)]
     pub schedule: RawSchedule,
     #[serde(default)]
@@ -124,8 +136,8 @@ with_target_keys! {
 }
 
 with_target_keys! {
-    /// `[target]`: the target keys, then the secrets' variable names (which
-    /// only this table takes).
+    /// `[target]` or one `[targets.NAME]`: the target keys, then the
+    /// secrets' variable names (which only these tables take).
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct RawTarget {}
@@ -133,6 +145,7 @@ with_target_keys! {
         pub token_env: Option<String>,
         pub api_key_env: Option<String>,
         pub signing_secret_env: Option<String>,
+        pub password_env: Option<String>,
     }
 }
 
@@ -215,6 +228,8 @@ with_target_keys! {
         pub source_token_env: Option<String>,
         pub source_api_key_env: Option<String>,
         pub source_api_key_header: Option<String>,
+        /// The `[targets.NAME]` this feed sends to, instead of `[target]`.
+        pub target: Option<String>,
     }
 }
 

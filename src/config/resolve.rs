@@ -1,16 +1,19 @@
 //! From the file as written to the settings the program works with: every
 //! range and combination is checked here, each error naming the key (as
-//! `feeds.NAME.KEY` or `target.KEY`, whichever the value came from) and the
-//! file, and `[target]` values are copied into each feed that does not set
-//! its own, so nothing after this sees a default or an inheritance rule.
+//! `feeds.NAME.KEY`, `target.KEY` or `targets.NAME.KEY`, whichever the
+//! value came from) and the file, and the values of a feed's target
+//! (`[target]`, or the `[targets.NAME]` it names) are copied into each feed
+//! that does not set its own, so nothing after this sees a default or an
+//! inheritance rule.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawFeed, TargetKeys};
+use super::raw::{RawConfig, RawFeed, RawTarget, TargetKeys};
 use super::{
-    Config, Endpoint, Feed, MaxDeletes, Mode, Scheduled, SecretNames, SourceSpec, TargetSettings,
-    format_from_name, parent_dir,
+    Config, Endpoint, Feed, MaxDeletes, Mode, Scheduled, SecretNames, Signature, SourceSpec,
+    TargetKind, TargetSettings, format_from_name, parent_dir,
 };
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -61,30 +64,45 @@ impl<'a> Resolver<'a> {
             Duration::from_secs(
                 self.at_least("source_timeout_secs", raw.source_timeout_secs, 1)? as u64,
             );
-        let (defaults, secrets) = match raw.target {
-            Some(t) => (
-                t.target_keys(),
-                SecretNames {
-                    token_env: t.token_env,
-                    api_key_env: t.api_key_env,
-                    signing_secret_env: t.signing_secret_env,
+        // `[target]` may be left out (every feed names a target, or sets
+        // its own url): then it is an empty table.
+        let default = match raw.target {
+            Some(t) => self.table("target".into(), t)?,
+            None => Table {
+                name: "target".into(),
+                keys: TargetKeys::default(),
+                secrets: SecretNames {
+                    table: "target".into(),
+                    ..SecretNames::default()
                 },
-            ),
-            None => (TargetKeys::default(), SecretNames::default()),
+            },
         };
-        if let Some(key) = secrets.invalid_key() {
-            return Err(self.err(format!("`target.{key}` must name an environment variable")));
+        let mut named = BTreeMap::new();
+        for (name, t) in raw.targets {
+            let table = self.table(format!("targets.{name}"), t)?;
+            named.insert(name, table);
         }
         if raw.feeds.is_empty() {
             return Err(self.err("no feeds configured (add a [[feeds]] table)"));
         }
         let mut feeds: Vec<Feed> = Vec::with_capacity(raw.feeds.len());
+        let mut used = BTreeSet::new();
         for (i, f) in raw.feeds.into_iter().enumerate() {
-            let feed = self.feed(i, f, &defaults)?;
+            if let Some(t) = &f.target {
+                used.insert(t.clone());
+            }
+            let feed = self.feed(i, f, &default, &named)?;
             if feeds.iter().any(|g| g.name == feed.name) {
                 return Err(self.err(format!("feed name `{}` is used twice", feed.name)));
             }
             feeds.push(feed);
+        }
+        // A named target no feed uses is still checked, as if a feed
+        // without keys of its own used it.
+        for (name, table) in &named {
+            if !used.contains(name) {
+                self.target(None, &TargetKeys::default(), table)?;
+            }
         }
         let s = raw.schedule;
         let mut schedule = Vec::new();
@@ -106,7 +124,6 @@ impl<'a> Resolver<'a> {
             tombstone_days,
             max_record_bytes,
             source_timeout,
-            secrets,
             schedule,
             log_file: raw.log.file.as_deref().map(|p| self.path(p)),
             report_file: raw.report.file.as_deref().map(|p| self.path(p)),
@@ -114,8 +131,34 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// One `[[feeds]]` table, `defaults` being what `[target]` set.
-    fn feed(&self, index: usize, f: RawFeed, defaults: &TargetKeys) -> Result<Feed> {
+    /// A target table as written: its keys, and its secrets' names checked.
+    fn table(&self, name: String, t: RawTarget) -> Result<Table> {
+        let secrets = SecretNames {
+            table: name.clone(),
+            token_env: t.token_env.clone(),
+            api_key_env: t.api_key_env.clone(),
+            signing_secret_env: t.signing_secret_env.clone(),
+            password_env: t.password_env.clone(),
+        };
+        if let Some(key) = secrets.invalid_key() {
+            return Err(self.err(format!("`{name}.{key}` must name an environment variable")));
+        }
+        Ok(Table {
+            keys: t.target_keys(),
+            name,
+            secrets,
+        })
+    }
+
+    /// One `[[feeds]]` table; its target is `[target]` (`default`) or the
+    /// `[targets.NAME]` it names.
+    fn feed(
+        &self,
+        index: usize,
+        f: RawFeed,
+        default: &Table,
+        named: &BTreeMap<String, Table>,
+    ) -> Result<Feed> {
         let own = f.target_keys();
         let at = |key: &str| format!("feeds[{index}].{key}");
         let name = f
@@ -237,7 +280,22 @@ impl<'a> Resolver<'a> {
             })?,
         };
 
-        let target = self.target(&name, &own, defaults)?;
+        let table = match &f.target {
+            None => default,
+            Some(t) => named.get(t).ok_or_else(|| {
+                let known: Vec<&str> = named.keys().map(String::as_str).collect();
+                self.err(format!(
+                    "`{}` = {t:?}: there is no [targets.{t}] table ({})",
+                    at("target"),
+                    if known.is_empty() {
+                        "the file names no targets".to_string()
+                    } else {
+                        format!("targets: {}", known.join(", "))
+                    }
+                ))
+            })?,
+        };
+        let target = self.target(Some(&name), &own, table)?;
         Ok(Feed {
             keep_data: f.keep_data.unwrap_or(f.mode == Mode::Legacy),
             name,
@@ -259,19 +317,45 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// A feed's target settings from its own keys `o` and `[target]`'s `d`:
-    /// where each target key (listed in `raw`) gets its default and range.
-    fn target(&self, feed: &str, o: &TargetKeys, d: &TargetKeys) -> Result<TargetSettings> {
-        // A feed's own value wins; the key named in errors is where it came from.
-        let pick = |own: Option<i64>, def: Option<i64>, key: &str, dflt: i64| match (own, def) {
-            (Some(v), _) => (v, format!("feeds.{feed}.{key}")),
-            (None, Some(v)) => (v, format!("target.{key}")),
-            (None, None) => (dflt, key.to_string()),
+    /// A feed's target settings from its own keys `o` and its target table
+    /// `t` (`feed` is `None` when a named target no feed uses is checked):
+    /// where each target key (listed in `raw`) gets its default and range,
+    /// and which kinds take it.
+    fn target(&self, feed: Option<&str>, o: &TargetKeys, t: &Table) -> Result<TargetSettings> {
+        // Checked as if a feed of this name used it: any `{feed}` becomes
+        // a valid index name.
+        let feed_name = feed.unwrap_or("feed");
+        let d = &t.keys;
+        // Where a key's value was written, for errors: the feed, the
+        // target table, or nowhere (the default).
+        let from = |own: bool, def: bool, key: &str| match (own, def) {
+            (true, _) => format!("feeds.{feed_name}.{key}"),
+            (false, true) => format!("{}.{key}", t.name),
+            (false, false) => key.to_string(),
+        };
+        // A feed's own value wins.
+        let pick = |own: Option<i64>, def: Option<i64>, key: &str, dflt: i64| {
+            (
+                own.or(def).unwrap_or(dflt),
+                from(own.is_some(), def.is_some(), key),
+            )
+        };
+        let text = |own: &Option<String>, def: &Option<String>, key: &str| {
+            own.clone()
+                .or_else(|| def.clone())
+                .map(|v| (v, from(own.is_some(), def.is_some(), key)))
         };
         let (timeout, k) = pick(o.timeout_secs, d.timeout_secs, "timeout_secs", 30);
         let timeout = self.at_least(&k, timeout, 1)? as u64;
         let (batch_size, k) = pick(o.batch_size, d.batch_size, "batch_size", 500);
         let batch_size = self.at_least(&k, batch_size, 1)? as usize;
+        let (max_batch_bytes, k) = pick(
+            o.max_batch_bytes,
+            d.max_batch_bytes,
+            "max_batch_bytes",
+            10_000_000,
+        );
+        let max_batch_bytes = self.at_least(&k, max_batch_bytes, 1)? as usize;
         let (max_attempts, k) = pick(o.max_attempts, d.max_attempts, "max_attempts", 0);
         let max_attempts = self.at_least(&k, max_attempts, 0)?;
         let max_attempts =
@@ -282,29 +366,190 @@ impl<'a> Resolver<'a> {
         if max < base as i64 {
             return Err(self.err(format!("`{k}` ({max}) must be at least `{kb}` ({base})")));
         }
-        let url_template = o.url.clone().or_else(|| d.url.clone()).ok_or_else(|| {
+
+        let kind = o.kind.or(d.kind).unwrap_or_default();
+        let kind_from = from(o.kind.is_some(), d.kind.is_some(), "kind");
+        let is = |kinds: &[TargetKind]| kinds.contains(&kind);
+        // A key this kind does not take is an error naming it: a setting
+        // that does nothing must not look as if it did.
+        let refuse = |key: String, takes: &str| {
             self.err(format!(
-                "no target url for feed `{feed}`: set `url` in [target] or in the feed"
+                "`{key}` applies only to {takes}, not to kind = \"{}\"{}",
+                kind.as_str(),
+                if kind_from == "kind" {
+                    " (the default)".to_string()
+                } else {
+                    format!(" (set in `{kind_from}`)")
+                }
             ))
-        })?;
-        let resolved = url_template.replace("{feed}", feed);
+        };
+        use TargetKind::*;
+        let service =
+            "the service kinds (elasticsearch, opensearch, meilisearch, typesense, algolia)";
+        let index = text(&o.index, &d.index, "index");
+        if let Some((_, key)) = &index
+            && !kind.is_service()
+        {
+            return Err(refuse(key.clone(), service));
+        }
+        let app_id = text(&o.app_id, &d.app_id, "app_id");
+        match (&app_id, kind) {
+            (Some((_, key)), k) if k != Algolia => {
+                return Err(refuse(key.clone(), "kind = \"algolia\""));
+            }
+            (None, Algolia) => {
+                return Err(self.err(format!(
+                    "`{}.app_id` is required for kind = \"algolia\": your Algolia application id",
+                    t.name
+                )));
+            }
+            (Some((id, key)), _)
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                return Err(self.err(format!(
+                    "`{key}` = {id:?} is not an Algolia application id (letters and digits)"
+                )));
+            }
+            _ => {}
+        }
+        let id_field = text(&o.id_field, &d.id_field, "id_field");
+        if let Some((_, key)) = &id_field
+            && kind != Meilisearch
+        {
+            return Err(refuse(key.clone(), "kind = \"meilisearch\""));
+        }
+        if let Some((f, key)) = &id_field
+            && f.is_empty()
+        {
+            return Err(self.err(format!("`{key}` must not be empty")));
+        }
+        let signature = o.signature.or(d.signature);
+        let signature_from = from(o.signature.is_some(), d.signature.is_some(), "signature");
+        if signature.is_some() && kind != Webhook {
+            return Err(refuse(signature_from, "kind = \"webhook\""));
+        }
+        let signature = signature.unwrap_or_default();
+        let api_key_header = text(&o.api_key_header, &d.api_key_header, "api_key_header");
+        if let Some((_, key)) = &api_key_header
+            && kind != Webhook
+        {
+            return Err(refuse(key.clone(), "kind = \"webhook\""));
+        }
+        let username = text(&o.username, &d.username, "username");
+        if let Some((_, key)) = &username
+            && !is(&[Elasticsearch, Opensearch])
+        {
+            return Err(refuse(
+                key.clone(),
+                "kind = \"elasticsearch\" or \"opensearch\"",
+            ));
+        }
+
+        // Credentials: which a kind takes (DESIGN.md's table), and for a
+        // service at most one.
+        let secret = |key: &str| format!("{}.{key}", t.name);
+        let s = &t.secrets;
+        for (key, set, takes) in [
+            (
+                "signing_secret_env",
+                s.signing_secret_env.is_some(),
+                is(&[Webhook]),
+            ),
+            (
+                "password_env",
+                s.password_env.is_some(),
+                is(&[Elasticsearch, Opensearch]),
+            ),
+            (
+                "token_env",
+                s.token_env.is_some(),
+                is(&[Webhook, Elasticsearch, Opensearch]),
+            ),
+            ("api_key_env", s.api_key_env.is_some(), !is(&[Opensearch])),
+        ] {
+            if set && !takes {
+                let takes = match key {
+                    "signing_secret_env" => "kind = \"webhook\"",
+                    "password_env" => {
+                        "kind = \"elasticsearch\" or \"opensearch\" (with `username`)"
+                    }
+                    "token_env" => "kinds webhook, elasticsearch and opensearch",
+                    _ => {
+                        "kinds other than opensearch (OpenSearch has no API-key scheme: use `username` + `password_env`, or `token_env`)"
+                    }
+                };
+                return Err(refuse(secret(key), takes));
+            }
+        }
+        if username.is_some() != s.password_env.is_some() {
+            let (have, missing) = match &username {
+                Some((_, key)) => (key.clone(), secret("password_env")),
+                None => (secret("password_env"), format!("{}.username", t.name)),
+            };
+            return Err(self.err(format!(
+                "`{have}` needs `{missing}` too: Basic authentication takes both"
+            )));
+        }
+        if kind.is_service() {
+            let set: Vec<String> = [
+                ("token_env", s.token_env.is_some()),
+                ("api_key_env", s.api_key_env.is_some()),
+                ("password_env", s.password_env.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(key, _)| format!("`{}`", secret(key)))
+            .collect();
+            if set.len() > 1 {
+                return Err(self.err(format!(
+                    "{} are set: kind = \"{}\" takes one credential; keep one",
+                    set.join(" and "),
+                    kind.as_str()
+                )));
+            }
+        }
+        if signature == Signature::Standard && s.signing_secret_env.is_none() {
+            return Err(self.err(format!(
+                "`{signature_from}` = \"standard\" signs batches: set `{}` to the variable holding the `whsec_…` secret",
+                secret("signing_secret_env")
+            )));
+        }
+
+        let url_template = match text(&o.url, &d.url, "url") {
+            Some((url, _)) => url,
+            None => match &app_id {
+                Some((id, _)) if kind == Algolia => format!("https://{id}.algolia.net"),
+                _ => {
+                    return Err(self.err(match feed {
+                        Some(feed) => format!(
+                            "no target url for feed `{feed}`: set `url` in [{}] or in the feed",
+                            t.name
+                        ),
+                        None => format!("`{}.url` is required", t.name),
+                    }));
+                }
+            },
+        };
+        let resolved = url_template.replace("{feed}", feed_name);
         let endpoint = if let Some(p) = resolved.strip_prefix("file:") {
             if p.is_empty() {
                 return Err(self.err(format!("target url `{url_template}` names no file")));
             }
             Endpoint::File(self.path(p))
         } else if resolved.starts_with("http://") || resolved.starts_with("https://") {
+            // A base URL: the kinds append their paths to it.
+            let resolved = if kind.is_service() {
+                resolved.trim_end_matches('/').to_string()
+            } else {
+                resolved
+            };
             Endpoint::Http(resolved)
         } else {
             return Err(self.err(format!(
                 "target url `{url_template}` must start with http://, https:// or file:"
             )));
         };
-        let api_key_header = o
-            .api_key_header
-            .clone()
-            .or_else(|| d.api_key_header.clone())
-            .unwrap_or_else(|| "x-api-key".into());
+        let api_key_header = api_key_header.map_or_else(|| "x-api-key".into(), |(h, _)| h);
         if api_key_header.is_empty()
             || !api_key_header
                 .bytes()
@@ -314,17 +559,105 @@ impl<'a> Resolver<'a> {
                 "`api_key_header` = {api_key_header:?} is not a header name"
             )));
         }
+        let index = if kind.is_service() {
+            let (template, key) = index.unwrap_or_else(|| ("{feed}".into(), "index".into()));
+            let name = template.replace("{feed}", feed_name);
+            if let Some(why) = bad_index(kind, &name) {
+                return Err(self.err(format!(
+                    "`{key}` = {template:?} gives the index name {name:?}{}, which {} does not accept: {why}",
+                    feed.map(|f| format!(" for feed `{f}`")).unwrap_or_default(),
+                    kind.as_str()
+                )));
+            }
+            Some(name)
+        } else {
+            None
+        };
+        // Standard Webhooks libraries verify the body they are handed, so
+        // that scheme sends it as it is, whatever `gzip` says.
+        let gzip = o.gzip.or(d.gzip).unwrap_or(kind == Webhook) && signature != Signature::Standard;
+        if let Some(why) = not_built(kind) {
+            return Err(self.err(format!(
+                "`{kind_from}` = \"{}\" is not supported by this build: {why}",
+                kind.as_str()
+            )));
+        }
         Ok(TargetSettings {
             url_template,
             endpoint,
+            kind,
+            index,
+            app_id: app_id.map(|(id, _)| id),
+            id_field: id_field.map_or_else(|| "id".into(), |(f, _)| f),
+            max_batch_bytes,
+            signature,
+            username: username.map(|(u, _)| u),
+            secrets: t.secrets.clone(),
             api_key_header,
-            gzip: o.gzip.or(d.gzip).unwrap_or(true),
+            gzip,
             timeout: Duration::from_secs(timeout),
             batch_size,
             max_attempts,
             retry_base_secs: base,
             retry_max_secs: max as u64,
         })
+    }
+}
+
+/// One target table as written: its name for errors (`target`,
+/// `targets.NAME`), its keys and its secrets' names.
+struct Table {
+    name: String,
+    keys: TargetKeys,
+    secrets: SecretNames,
+}
+
+/// The kinds whose protocol this build does not speak yet, refused rather
+/// than accepted and ignored: one arm per kind, removed when its file in
+/// `src/target/` lands.
+fn not_built(kind: TargetKind) -> Option<&'static str> {
+    let why = "its target kind is not implemented yet";
+    match kind {
+        TargetKind::Elasticsearch | TargetKind::Opensearch => Some(why),
+        TargetKind::Meilisearch => Some(why),
+        _ => None,
+    }
+}
+
+/// Why the service would refuse `name` as an index name (DESIGN.md,
+/// "Target kinds"), if it would.
+fn bad_index(kind: TargetKind, name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    match kind {
+        TargetKind::Elasticsearch | TargetKind::Opensearch => {
+            if name.len() > 255 {
+                return Some("longer than 255 bytes".into());
+            }
+            if name.chars().any(|c| c.is_uppercase()) {
+                return Some("it must be lower case".into());
+            }
+            if let Some(c) = name.chars().find(|c| "\\/*?\"<>|,#: ".contains(*c)) {
+                return Some(format!("it holds {c:?}"));
+            }
+            if name == "." || name == ".." {
+                return Some("it is `.` or `..`".into());
+            }
+            if let Some(c) = name.chars().next().filter(|c| "-_+.".contains(*c)) {
+                return Some(format!("it starts with {c:?}"));
+            }
+            None
+        }
+        TargetKind::Meilisearch => {
+            if name.len() > 400 {
+                return Some("longer than 400 bytes".into());
+            }
+            name.chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+                .map(|c| format!("it holds {c:?} (only A-Z a-z 0-9 - _)"))
+        }
+        _ => None,
     }
 }
 

@@ -10,24 +10,49 @@
 
 use serde_json::Value;
 
-use super::typesense::{document, encode};
-use super::{Batch, Kind, Method, Reading, Request, Response, Verdict};
+use super::http::excerpt;
+use super::typesense::{document, encode, key_variable};
+use super::{Batch, Health, Kind, Method, Reading, Request, Response, Verdict};
+use crate::config::{Secrets, TargetSettings};
+use crate::state::OutItem;
 
 /// An Algolia index, its application and the key that writes to it.
 pub struct Algolia {
     /// `{url}/1/indexes/{index}`, the index name percent-encoded.
     index_url: String,
+    index: String,
     app_id: String,
     api_key: Option<String>,
+    /// The config table that names the key, and the variable it names,
+    /// for doctor's fixes.
+    table: String,
+    key_env: Option<String>,
 }
 
 impl Algolia {
+    /// The target `settings` name, at `url` (`{feed}` replaced; the config
+    /// makes it `https://{app_id}.algolia.net` unless set).
+    pub fn new(url: &str, settings: &TargetSettings, secrets: &Secrets) -> Algolia {
+        let mut al = Algolia::at(
+            url,
+            settings.index.as_deref().unwrap_or_default(),
+            settings.app_id.as_deref().unwrap_or_default(),
+            secrets.api_key.as_deref(),
+        );
+        al.table = settings.secrets.table.clone();
+        al.key_env = settings.secrets.api_key_env.clone();
+        al
+    }
+
     /// Index `index` of application `app_id`, served at `url`.
     pub fn at(url: &str, index: &str, app_id: &str, api_key: Option<&str>) -> Algolia {
         Algolia {
             index_url: format!("{}/1/indexes/{}", url.trim_end_matches('/'), encode(index)),
+            index: index.to_string(),
             app_id: app_id.to_string(),
             api_key: api_key.map(str::to_string),
+            table: "target".into(),
+            key_env: None,
         }
     }
 
@@ -83,10 +108,7 @@ impl Kind for Algolia {
             let said = serde_json::from_str::<Value>(body).ok();
             if !said.is_some_and(|v| v.get("taskID").is_some_and(Value::is_u64)) {
                 return Reading::Settled(Response::Retry {
-                    error: format!(
-                        "unexpected answer from Algolia: {}",
-                        super::http::excerpt(body)
-                    ),
+                    error: format!("unexpected answer from Algolia: {}", excerpt(body)),
                     retry_after: None,
                 });
             }
@@ -94,12 +116,76 @@ impl Kind for Algolia {
         Reading::Settled(Response::Delivered(vec![Verdict::Ok; request.items.len()]))
     }
 
+    /// Algolia takes no record without an `objectID`, and an empty one is
+    /// none.
+    fn unfit(&self, item: &OutItem) -> Option<String> {
+        item.id
+            .is_empty()
+            .then(|| "Algolia cannot take an empty objectID".to_string())
+    }
+
+    fn item_bytes(&self, item: &OutItem, data: usize) -> usize {
+        // `{"action":"updateObject","body":` + data with `"objectID":"…",`
+        // + `}` and a comma, or the whole delete request.
+        let id = 2 + 6 * item.id.len();
+        if item.deleted {
+            48 + id
+        } else {
+            47 + id + data
+        }
+    }
+
+    fn frame_bytes(&self, _feed: &str) -> usize {
+        // `{"requests":[` … `]}`
+        15
+    }
+
+    /// `GET …/settings`: reads the index, writes nothing.
     fn probe(&self, _feed: &str) -> Vec<Request> {
         vec![self.request(
             Method::Get,
             format!("{}/settings", self.index_url),
             "settings",
         )]
+    }
+
+    fn health(&self, request: &Request, status: u16, body: &str) -> Option<Health> {
+        let index = &self.index;
+        match status {
+            200..=299 => Some(Health::Ok(format!(
+                "{} answered: index `{index}` exists",
+                request.url
+            ))),
+            // Algolia creates an index on its first write.
+            404 => Some(Health::Note {
+                what: format!(
+                    "index `{index}` does not exist yet at {} ({})",
+                    request.url,
+                    excerpt(body)
+                ),
+                fix: Some("nothing to do: Algolia creates it on the first sync".into()),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Algolia answers a wrong key and a key without the ACL alike (403).
+    fn credentials_fix(&self) -> String {
+        let t = &self.table;
+        let rights = format!(
+            "the ACLs `addObject` and `deleteObject` on index `{}`, and `settings` for doctor's check",
+            self.index
+        );
+        match self.api_key {
+            None => format!(
+                "Algolia wants an API key: set {t}.api_key_env to the name of an environment variable holding one with {rights}"
+            ),
+            Some(_) => format!(
+                "Algolia answers a wrong key and a key without the rights alike: check {t}.app_id (`{}`) and the key in {}, and that the key has {rights}",
+                self.app_id,
+                key_variable(&self.key_env, t)
+            ),
+        }
     }
 }
 

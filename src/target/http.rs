@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use super::{Batch, Kind, Method, Reading, Request, Response, Verdict};
+use super::{Batch, Health, Kind, Method, Reading, Request, Response, Verdict};
 use crate::clock;
 use crate::config::{Secrets, TargetSettings};
+use crate::state::OutItem;
 
 /// Longest answer read; a longer one is not a whole answer.
 const ANSWER_LIMIT: u64 = 16 << 20;
@@ -73,20 +74,61 @@ impl Client {
         }
     }
 
-    /// Sends one batch, request by request, and reads the answers.
-    pub fn send(&self, batch: &Batch<'_>) -> Response {
-        self.deliver(batch, self.kind.requests(batch))
+    pub(super) fn kind(&self) -> &dyn Kind {
+        &*self.kind
     }
 
-    /// `doctor`'s check of the target and the credentials.
-    pub fn probe(&self, feed: &str) -> Response {
-        let batch = Batch {
-            feed,
-            sync: super::SyncKind::Probe,
-            items: &[],
-            nonce: None,
-        };
-        self.deliver(&batch, self.kind.probe(feed))
+    /// Sends one batch, request by request, and reads the answers. Items
+    /// the kind finds unfit fail at once and are not sent.
+    pub fn send(&self, batch: &Batch<'_>) -> Response {
+        let unfit: Vec<Option<String>> = batch.items.iter().map(|i| self.kind.unfit(i)).collect();
+        if unfit.iter().all(Option::is_none) {
+            return self.deliver(batch, self.kind.requests(batch));
+        }
+        let fit: Vec<usize> = (0..batch.items.len())
+            .filter(|&i| unfit[i].is_none())
+            .collect();
+        let mut verdicts: Vec<Verdict> = unfit
+            .into_iter()
+            .map(|u| u.map_or(Verdict::Ok, Verdict::Fail))
+            .collect();
+        if !fit.is_empty() {
+            let items: Vec<OutItem> = fit.iter().map(|&i| batch.items[i].clone()).collect();
+            let sub = Batch {
+                items: &items,
+                ..*batch
+            };
+            match self.deliver(&sub, self.kind.requests(&sub)) {
+                Response::Delivered(said) => {
+                    for (&i, verdict) in fit.iter().zip(said) {
+                        verdicts[i] = verdict;
+                    }
+                }
+                failed => return failed,
+            }
+        }
+        Response::Delivered(verdicts)
+    }
+
+    /// `doctor`'s check of the target and the credentials: what each of
+    /// the kind's probe requests found, up to the first problem.
+    pub fn probe(&self, feed: &str) -> Vec<Health> {
+        let mut found = Vec::new();
+        for mut request in self.kind.probe(feed) {
+            let health = match self.fetch(&mut request) {
+                Ok(a) => self
+                    .kind
+                    .health(&request, a.status, &a.body)
+                    .unwrap_or_else(|| health(&*self.kind, &request, &a)),
+                Err(failed) => unanswered(&request, failed),
+            };
+            let stop = health.is_problem();
+            found.push(health);
+            if stop {
+                break;
+            }
+        }
+        found
     }
 
     /// The batch is delivered when every request was; the first that was
@@ -132,8 +174,25 @@ impl Client {
         }
     }
 
-    /// Sends one request and reads the whole answer.
+    /// Sends one request and reads what its whole answer means.
     fn exchange(&self, batch: &Batch<'_>, request: &mut Request) -> Reading {
+        match self.fetch(request) {
+            Ok(a) => read(
+                &*self.kind,
+                batch,
+                request,
+                a.status,
+                &a.body,
+                a.retry_after,
+                a.location,
+            ),
+            Err(failed) => Reading::Settled(failed),
+        }
+    }
+
+    /// Sends one request and reads the whole answer; no whole answer is
+    /// the failure it means.
+    fn fetch(&self, request: &mut Request) -> Result<Answer, Response> {
         if self.gzip && request.method == Method::Post {
             let body = &request.body;
             let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
@@ -159,7 +218,7 @@ impl Client {
         };
         let mut resp = match sent {
             Ok(resp) => resp,
-            Err(e) => return Reading::Settled(transport_error(e, self.timeout)),
+            Err(e) => return Err(transport_error(e, self.timeout)),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -185,22 +244,18 @@ impl Client {
         {
             Ok(body) => body,
             Err(e) => {
-                return Reading::Settled(Response::Retry {
+                return Err(Response::Retry {
                     error: incomplete_answer(status, e, self.timeout),
                     retry_after,
                 });
             }
         };
-        let text = String::from_utf8_lossy(&body);
-        read(
-            &*self.kind,
-            batch,
-            request,
+        Ok(Answer {
             status,
-            &text,
+            body: String::from_utf8_lossy(&body).into_owned(),
             retry_after,
             location,
-        )
+        })
     }
 
     /// The timeouts and the kind's headers on a request of any method.
@@ -219,6 +274,75 @@ impl Client {
             builder = builder.header(name.as_str(), value.as_str());
         }
         builder
+    }
+}
+
+/// A whole answer to one request.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub retry_after: Option<i64>,
+    pub location: Option<String>,
+}
+
+/// What `doctor` makes of a whole answer, unless the kind reads it
+/// otherwise ([`Kind::health`]): a 2xx is well, and any other status is a
+/// problem with the fix the response table suggests.
+pub fn health(kind: &dyn Kind, request: &Request, a: &Answer) -> Health {
+    let url = &request.url;
+    let status = a.status;
+    let said = match excerpt(&a.body) {
+        b if b.is_empty() => format!("HTTP {status}"),
+        b => format!("HTTP {status}: {b}"),
+    };
+    let (what, fix) = match status {
+        200..=299 => return Health::Ok(format!("{url} answered {status}")),
+        401 | 403 => (
+            format!("{url} refused the credentials: {said}"),
+            kind.credentials_fix(),
+        ),
+        300..=399 => (
+            format!(
+                "{url} redirects{}",
+                a.location
+                    .as_ref()
+                    .map(|l| format!(" to {l}"))
+                    .unwrap_or_default()
+            ),
+            "set the target url to the final address".to_string(),
+        ),
+        404 | 405 => (
+            format!("{url} refused us: {said}"),
+            "check the target url (and index) in the config".to_string(),
+        ),
+        408 | 425 | 429 | 500..=599 => (
+            format!("{url} did not answer: {said}"),
+            "make sure the service is up; feedsync keeps changes queued meanwhile".to_string(),
+        ),
+        _ => (
+            format!("{url} rejected doctor's check: {said}"),
+            "check the target url and kind in the config".to_string(),
+        ),
+    };
+    Health::Problem { what, fix }
+}
+
+/// `doctor`'s reading of a request that got no whole answer.
+fn unanswered(request: &Request, failed: Response) -> Health {
+    let url = &request.url;
+    match failed {
+        Response::Refused { error } => Health::Problem {
+            what: format!("{url} refused us: {error}"),
+            fix: "check the target's certificate, or the url's host name".into(),
+        },
+        Response::Retry { error, .. } => Health::Problem {
+            what: format!("{url} did not answer: {error}"),
+            fix: "make sure the receiver is up and reachable from this machine; feedsync keeps changes queued meanwhile".into(),
+        },
+        other => Health::Problem {
+            what: format!("{url}: {other:?}"),
+            fix: "check the target url in the config".into(),
+        },
     }
 }
 

@@ -13,6 +13,7 @@
 //! loop can act on. It decides nothing about state: that is `sync`'s job.
 
 pub mod algolia;
+pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod typesense;
@@ -21,7 +22,7 @@ pub mod webhook;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{Endpoint, Secrets, TargetSettings};
+use crate::config::{Endpoint, Secrets, TargetKind, TargetSettings};
 use crate::state::OutItem;
 
 pub use http::agent;
@@ -186,15 +187,67 @@ pub trait Kind: Send + Sync {
     /// compressed if `gzip` is set: a signature over those bytes.
     fn seal(&self, _request: &mut Request) {}
 
+    /// Why the service cannot take `item` at all (an id it refuses), if
+    /// so: that item fails alone, with this error, and the rest of its
+    /// batch is delivered.
+    fn unfit(&self, _item: &OutItem) -> Option<String> {
+        None
+    }
+
+    /// The bytes `item` adds to a request body (uncompressed), its data
+    /// being `data` bytes long, and [`Kind::frame_bytes`] the bytes around
+    /// the items: what `max_batch_bytes` counts. May overestimate, never
+    /// under: a batch closes before its body would pass the limit.
+    fn item_bytes(&self, item: &OutItem, data: usize) -> usize;
+
+    /// The bytes of a request body besides its items'.
+    fn frame_bytes(&self, feed: &str) -> usize;
+
     /// The requests `doctor` makes to check the target and the
-    /// credentials, without changing anything there.
+    /// credentials, without changing anything there. They go in order;
+    /// after the first whose health is a problem the rest are not made.
     fn probe(&self, feed: &str) -> Vec<Request>;
+
+    /// What `doctor` makes of a whole answer to one of `probe`'s requests
+    /// (a 403 that is only a note, an index that does not exist yet).
+    /// `None`: the shared reading, [`http::health`].
+    fn health(&self, _request: &Request, _status: u16, _body: &str) -> Option<Health> {
+        None
+    }
+
+    /// `doctor`'s fix when the target refuses the credentials (401/403):
+    /// which config keys name them and what rights they need.
+    fn credentials_fix(&self) -> String;
+}
+
+/// What `doctor` learns from one probe: all well, worth knowing, or
+/// something to fix, each said in a line (and a fix).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    Ok(String),
+    Note { what: String, fix: Option<String> },
+    Problem { what: String, fix: String },
+}
+
+impl Health {
+    pub fn is_problem(&self) -> bool {
+        matches!(self, Health::Problem { .. })
+    }
 }
 
 /// The kind a target's settings name, speaking to `url`. Kinds are
-/// registered here, one line each.
+/// registered here, one line each. (`config::resolve` refuses a kind
+/// whose line is not here yet, so none is ever asked for.)
 fn kind(url: &str, settings: &TargetSettings, secrets: &Secrets) -> Box<dyn Kind> {
-    Box::new(webhook::Webhook::new(url, settings, secrets))
+    match settings.kind {
+        TargetKind::Webhook => Box::new(webhook::Webhook::new(url, settings, secrets)),
+        TargetKind::Elasticsearch | TargetKind::Opensearch => {
+            Box::new(elasticsearch::Elasticsearch::new(url, settings, secrets))
+        }
+        TargetKind::Typesense => Box::new(typesense::Typesense::new(url, settings, secrets)),
+        TargetKind::Algolia => Box::new(algolia::Algolia::new(url, settings, secrets)),
+        other => unreachable!("config refuses kind {} in this build", other.as_str()),
+    }
 }
 
 /// A feed's target: where its batches go and with which credentials.
@@ -221,6 +274,23 @@ impl Target {
 
     pub fn settings(&self) -> &TargetSettings {
         &self.settings
+    }
+
+    /// The bytes `item` adds to a batch's body (`Kind::item_bytes`; a file
+    /// target writes the webhook's envelope).
+    pub fn item_bytes(&self, item: &OutItem, data: usize) -> usize {
+        match &self.carrier {
+            Carrier::File(_) => webhook::item_bytes(item, data),
+            Carrier::Http(client) => client.kind().item_bytes(item, data),
+        }
+    }
+
+    /// The bytes of a batch's body besides its items'.
+    pub fn frame_bytes(&self, feed: &str) -> usize {
+        match &self.carrier {
+            Carrier::File(_) => webhook::frame_bytes(feed),
+            Carrier::Http(client) => client.kind().frame_bytes(feed),
+        }
     }
 
     /// How many batches may be handed over at once. An HTTP target gets the

@@ -46,6 +46,18 @@ impl Kind for TwoStep {
     fn probe(&self, _: &str) -> Vec<Request> {
         Vec::new()
     }
+
+    fn item_bytes(&self, _: &crate::state::OutItem, data: usize) -> usize {
+        data
+    }
+
+    fn frame_bytes(&self, _: &str) -> usize {
+        2
+    }
+
+    fn credentials_fix(&self) -> String {
+        String::new()
+    }
 }
 
 /// Answers each connection with the next (status, body) of `script`,

@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use super::{Batch, Kind, Method, Reading, Request, Response, Verdict};
+use super::http::excerpt;
+use super::{Batch, Health, Kind, Method, Reading, Request, Response, Verdict};
+use crate::config::{Secrets, TargetSettings};
+use crate::state::OutItem;
 
 /// Filter deletes keep their request target (path and query) under this.
 const TARGET_LIMIT: usize = 4000;
@@ -27,10 +30,27 @@ pub struct Typesense {
     /// is the rest.
     origin_len: usize,
     base: String,
+    collection: String,
     api_key: Option<String>,
+    /// The config table that names the key, and the variable it names,
+    /// for doctor's fixes.
+    table: String,
+    key_env: Option<String>,
 }
 
 impl Typesense {
+    /// The target `settings` name, at `url` (`{feed}` replaced).
+    pub fn new(url: &str, settings: &TargetSettings, secrets: &Secrets) -> Typesense {
+        let mut ts = Typesense::at(
+            url,
+            settings.index.as_deref().unwrap_or_default(),
+            secrets.api_key.as_deref(),
+        );
+        ts.table = settings.secrets.table.clone();
+        ts.key_env = settings.secrets.api_key_env.clone();
+        ts
+    }
+
     /// The collection `collection` at the Typesense at `url`.
     pub fn at(url: &str, collection: &str, api_key: Option<&str>) -> Typesense {
         let base = url.trim_end_matches('/').to_string();
@@ -39,7 +59,10 @@ impl Typesense {
             origin_len: origin_len(&base),
             collection_url,
             base,
+            collection: collection.to_string(),
             api_key: api_key.map(str::to_string),
+            table: "target".into(),
+            key_env: None,
         }
     }
 
@@ -175,11 +198,92 @@ impl Kind for Typesense {
             .then(|| Reading::Settled(Response::Delivered(vec![Verdict::Ok; request.items.len()])))
     }
 
+    /// An empty id can be neither imported nor deleted (by path it names
+    /// the collection's documents endpoint itself).
+    fn unfit(&self, item: &OutItem) -> Option<String> {
+        item.id
+            .is_empty()
+            .then(|| "Typesense cannot take an empty id".to_string())
+    }
+
+    fn item_bytes(&self, item: &OutItem, data: usize) -> usize {
+        // `"id":"…",` before the data and the line's `\n`. A delete adds
+        // nothing to a body; counting its bytes in a filter keeps a batch
+        // of deletes bounded all the same.
+        if item.deleted {
+            3 * item.id.len() + 9
+        } else {
+            data + 6 * item.id.len() + 9
+        }
+    }
+
+    fn frame_bytes(&self, _feed: &str) -> usize {
+        0
+    }
+
     fn probe(&self, _feed: &str) -> Vec<Request> {
         vec![
             self.request(Method::Get, format!("{}/health", self.base), "health"),
             self.request(Method::Get, self.collection_url.clone(), "collection"),
         ]
+    }
+
+    fn health(&self, request: &Request, status: u16, body: &str) -> Option<Health> {
+        let url = &request.url;
+        let name = &self.collection;
+        let doc: Value = serde_json::from_str(body).unwrap_or_default();
+        match (request.role, status) {
+            ("health", 200..=299) if doc["ok"] == Value::Bool(true) => {
+                Some(Health::Ok(format!("{url} answered ok: Typesense is up")))
+            }
+            ("health", 200..=299) => Some(Health::Problem {
+                what: format!("{url} says Typesense is not healthy: {}", excerpt(body)),
+                fix: "check the Typesense server's log; feedsync keeps changes queued meanwhile"
+                    .into(),
+            }),
+            ("collection", 200..=299) => Some(Health::Ok(format!(
+                "collection `{name}` exists ({} documents)",
+                doc["num_documents"].as_u64().unwrap_or(0)
+            ))),
+            // Typesense creates no collection on a write: it needs its
+            // schema first.
+            ("collection", 404) => Some(Health::Problem {
+                what: format!("collection `{name}` does not exist at {}", self.base),
+                fix: format!(
+                    "create it before the first sync; each document's `id` (a string, the item id) is Typesense's implicit id field, so the schema declares only the fields you search on, e.g.: curl -X POST '{}/collections' -H \"X-TYPESENSE-API-KEY: ${}\" -H 'Content-Type: application/json' -d '{{\"name\":{},\"fields\":[{{\"name\":\".*\",\"type\":\"auto\"}}]}}'",
+                    self.base,
+                    self.key_env.as_deref().unwrap_or("KEY"),
+                    Value::String(name.clone())
+                ),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Typesense answers a wrong key and a key without the action alike.
+    fn credentials_fix(&self) -> String {
+        let t = &self.table;
+        let rights = format!(
+            "the actions `documents:import` and `documents:delete` on collection `{}`, and `collections:get` for doctor's check",
+            self.collection
+        );
+        match self.api_key {
+            None => format!(
+                "Typesense wants an API key: set {t}.api_key_env to the name of an environment variable holding one with {rights}"
+            ),
+            Some(_) => format!(
+                "Typesense answers a wrong key and a key without the rights alike: check the key in {} and that it has {rights}",
+                key_variable(&self.key_env, t)
+            ),
+        }
+    }
+}
+
+/// Where a kind's key comes from, for a fix: `$VAR (named by T.api_key_env)`.
+pub(super) fn key_variable(var: &Option<String>, table: &str) -> String {
+    match var {
+        Some(v) => format!("${v} (named by {table}.api_key_env)"),
+        None => format!("the variable {table}.api_key_env names"),
     }
 }
 
@@ -187,10 +291,7 @@ impl Kind for Typesense {
 /// answer): nothing is acknowledged.
 fn unexpected(body: &str) -> Response {
     Response::Retry {
-        error: format!(
-            "unexpected answer from Typesense: {}",
-            super::http::excerpt(body)
-        ),
+        error: format!("unexpected answer from Typesense: {}", excerpt(body)),
         retry_after: None,
     }
 }

@@ -2,15 +2,19 @@
 //! writes itself (DESIGN.md, "Wire format").
 //!
 //! One `POST` per batch carries DESIGN.md's envelope with an
-//! `Idempotency-Key`, optionally signed (`X-Feedsync-Signature`); a 2xx
-//! may list per-item `results`. The envelope is also what a `file:` target
+//! `Idempotency-Key`, optionally signed (`X-Feedsync-Signature`, or the
+//! Standard Webhooks headers with `signature = "standard"`); a 2xx may
+//! list per-item `results`, and a 410 retires the target. The envelope is also what a `file:` target
 //! writes, one line per batch.
 
+use base64::Engine;
 use hmac::{KeyInit, Mac};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Batch, Kind, Method, Reading, Request, Response, SyncKind, Verdict};
-use crate::config::{Secrets, TargetSettings};
+use super::http::excerpt;
+use super::{Batch, Health, Kind, Method, Reading, Request, Response, SyncKind, Verdict};
+use crate::clock;
+use crate::config::{Secrets, Signature, TargetSettings, standard_key};
 use crate::record::hash_hex;
 use crate::state::OutItem;
 
@@ -18,7 +22,14 @@ use crate::state::OutItem;
 pub struct Webhook {
     url: String,
     api_key_header: String,
+    signature: Signature,
+    /// Where the credentials are named (`target`, `targets.NAME`), for
+    /// doctor's fixes.
+    table: String,
     secrets: Secrets,
+    /// Drawn once per run: a probe is never a repeat (DESIGN.md, Standard
+    /// Webhooks signing).
+    probe_nonce: u64,
 }
 
 impl Webhook {
@@ -26,7 +37,10 @@ impl Webhook {
         Webhook {
             url: url.to_string(),
             api_key_header: settings.api_key_header.clone(),
+            signature: settings.signature,
+            table: settings.secrets.table.clone(),
             secrets: secrets.clone(),
+            probe_nonce: run_nonce(),
         }
     }
 }
@@ -55,24 +69,133 @@ impl Kind for Webhook {
         Reading::Settled(Response::Delivered(verdicts(body, batch.items)))
     }
 
-    /// The signature covers the body bytes as sent, compressed or not.
+    /// `410 Gone`: the receiver says this endpoint is no more, so the
+    /// target is refused rather than retried for ever.
+    fn exception(&self, _request: &Request, status: u16, body: &str) -> Option<Reading> {
+        (status == 410).then(|| {
+            Reading::Settled(Response::Refused {
+                error: format!(
+                    "HTTP 410 Gone{}: the receiver retired this url; check the target url",
+                    match excerpt(body) {
+                        b if b.is_empty() => String::new(),
+                        b => format!(" ({b})"),
+                    }
+                ),
+            })
+        })
+    }
+
+    /// The signature covers the body bytes as sent (compressed or not for
+    /// `feedsync`; `standard` never compresses).
     fn seal(&self, request: &mut Request) {
-        if let Some(secret) = &self.secrets.signing_secret {
-            let sig = signature(secret.as_bytes(), &request.body);
-            request.headers.push(("X-Feedsync-Signature".into(), sig));
+        let Some(secret) = &self.secrets.signing_secret else {
+            return;
+        };
+        match self.signature {
+            Signature::Feedsync => {
+                let sig = signature(secret.as_bytes(), &request.body);
+                request.headers.push(("X-Feedsync-Signature".into(), sig));
+            }
+            Signature::Standard => {
+                // Checked when the secrets were read: a bad one never gets here.
+                let Some(key) = standard_key(secret) else {
+                    return;
+                };
+                let id = request
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == "Idempotency-Key")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                // The real clock, even under FEEDSYNC_NOW: receivers
+                // refuse timestamps that are not close to their own.
+                let ts = clock::wall_secs();
+                let sig = standard_signature(&key, &id, ts, &request.body);
+                request.headers.push(("webhook-id".into(), id));
+                request
+                    .headers
+                    .push(("webhook-timestamp".into(), ts.to_string()));
+                request.headers.push(("webhook-signature".into(), sig));
+            }
         }
     }
 
+    fn item_bytes(&self, item: &OutItem, data: usize) -> usize {
+        item_bytes(item, data)
+    }
+
+    fn frame_bytes(&self, feed: &str) -> usize {
+        frame_bytes(feed)
+    }
+
     /// An empty batch whose `sync` is `probe`: receivers answer it with a
-    /// 2xx.
+    /// 2xx. Its nonce keeps receivers from dropping it as a repeat.
     fn probe(&self, feed: &str) -> Vec<Request> {
         self.requests(&Batch {
             feed,
             sync: SyncKind::Probe,
             items: &[],
-            nonce: None,
+            nonce: Some(self.probe_nonce),
         })
     }
+
+    fn health(&self, request: &Request, status: u16, body: &str) -> Option<Health> {
+        let url = &request.url;
+        let said = match excerpt(body) {
+            b if b.is_empty() => format!("HTTP {status}"),
+            b => format!("HTTP {status}: {b}"),
+        };
+        match status {
+            200..=299 => Some(Health::Ok(format!("{url} accepted a probe batch"))),
+            410 => Some(Health::Problem {
+                what: format!("{url} is gone: {said}"),
+                fix: "the receiver retired this url: set the target url to its new address".into(),
+            }),
+            401 | 403 | 404 | 405 | 408 | 425 | 429 => None,
+            400..=499 => Some(Health::Problem {
+                what: format!("{url} rejected an empty probe batch: {said}"),
+                fix: "the receiver must answer a batch with \"sync\": \"probe\" and no items with a 2xx (DESIGN.md, wire format)".into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Names the variables that hold the credentials, never their values.
+    fn credentials_fix(&self) -> String {
+        let t = &self.table;
+        match (&self.secrets.token, &self.secrets.api_key) {
+            (None, None) => format!(
+                "the target wants credentials: set {t}.token_env (or api_key_env) to the name of an environment variable holding them"
+            ),
+            _ => format!(
+                "check the credentials in the environment variables named by {t}.token_env / {t}.api_key_env"
+            ),
+        }
+    }
+}
+
+/// A number drawn once per process, for probes.
+fn run_nonce() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    xxhash_rust::xxh3::xxh3_64(format!("probe:{t}:{}", std::process::id()).as_bytes())
+}
+
+/// Standard Webhooks' `v1,<base64 of HMAC-SHA256(key, "{id}.{ts}.{body}")>`.
+pub fn standard_signature(key: &[u8], id: &str, ts: i64, body: &[u8]) -> String {
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(ts.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// Per-item results in a 2xx answer; items not listed are acknowledged.
@@ -112,6 +235,33 @@ fn verdicts(body: &str, items: &[OutItem]) -> Vec<Verdict> {
         }
     }
     out
+}
+
+/// The bytes one item adds to [`envelope`]: its fixed text, its id as a
+/// JSON string (at most 6 bytes per escaped byte), key and data, and a
+/// comma.
+pub fn item_bytes(item: &OutItem, data: usize) -> usize {
+    let fixed = if item.deleted { 71 } else { 79 + data };
+    fixed + json_str_bytes(&item.id) + item.key.len()
+}
+
+/// The bytes of [`envelope`] around its items (the longest `sync` value).
+pub fn frame_bytes(feed: &str) -> usize {
+    37 + json_str_bytes(feed)
+}
+
+/// An upper bound of `s`'s length as a JSON string.
+pub fn json_str_bytes(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| {
+            if b < 0x20 || b == b'"' || b == b'\\' {
+                6
+            } else {
+                1
+            }
+        })
+        .sum::<usize>()
 }
 
 /// The request body: DESIGN.md's envelope. Key and data are stored as JSON
@@ -258,11 +408,10 @@ pub(super) mod tests {
         let kind = Webhook {
             url: "http://127.0.0.1:9/".into(),
             api_key_header: "X-Api-Key".into(),
-            secrets: Secrets {
-                token: None,
-                api_key: None,
-                signing_secret: None,
-            },
+            signature: Signature::Feedsync,
+            table: "target".into(),
+            secrets: Secrets::default(),
+            probe_nonce: 1,
         };
         let batch = Batch {
             feed: "p",
@@ -305,7 +454,7 @@ pub(super) mod tests {
                 "{s}"
             );
         }
-        for s in [401, 403, 404, 405, 301] {
+        for s in [401, 403, 404, 405, 410, 301] {
             assert!(
                 matches!(classify(s, "", None, None), Response::Refused { .. }),
                 "{s}"

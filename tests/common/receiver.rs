@@ -961,3 +961,20 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+/// The receiver's HTTP/1.1 request reader, for other loopback fakes
+/// (`common::fakes`): one request from `r`, `None` at a clean close.
+pub fn read_http_request(r: &mut impl BufRead, w: &mut impl Write) -> io::Result<Option<Request>> {
+    read_request(r, w)
+}
+
+/// The receiver's response writer, for other loopback fakes.
+pub fn write_http_response(
+    w: &mut impl Write,
+    status: u16,
+    headers: &[(String, String)],
+    body: &str,
+    keep_alive: bool,
+) -> io::Result<()> {
+    write_response(w, status, headers, body, keep_alive)
+}

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::fakes::elasticsearch::ElasticFake;
 use super::{Behavior, Env, Receiver};
 
 /// A kind of target feedsync can deliver to.
@@ -21,6 +22,15 @@ pub enum TargetKind {
     File,
     /// An `http://` webhook, served by the loopback [`Receiver`].
     Webhook,
+    /// `kind = "elasticsearch"`, served by [`ElasticFake`].
+    Elasticsearch,
+    /// `kind = "opensearch"`: the same protocol, OpenSearch's `GET /`.
+    Opensearch,
+    /// `kind = "typesense"`, served by the fake Typesense (collection `p`
+    /// created, as Typesense needs it before the first write).
+    Typesense,
+    /// `kind = "algolia"`, served by the fake Algolia.
+    Algolia,
 }
 
 impl TargetKind {
@@ -34,6 +44,17 @@ impl TargetKind {
         match self {
             TargetKind::File => Box::new(FileTarget::new(env.path("target.ndjson"))),
             TargetKind::Webhook => Box::new(Receiver::start()),
+            TargetKind::Elasticsearch => Box::new(ElasticFake::start()),
+            TargetKind::Opensearch => Box::new(ElasticFake::start_opensearch()),
+            TargetKind::Typesense => {
+                let ts = super::fakes::typesense::Typesense::start(SERVICE_KEY);
+                ts.create_collection("p", &[]);
+                Box::new(ts)
+            }
+            TargetKind::Algolia => Box::new(super::fakes::algolia::Algolia::start(
+                ALGOLIA_APP,
+                SERVICE_KEY,
+            )),
         }
     }
 }
@@ -50,6 +71,24 @@ pub trait TargetFake {
     fn break_it(&self);
     /// Undoes `break_it`.
     fn heal(&self);
+    /// The `[target]` keys besides `url` this kind needs (`kind`, …).
+    fn target_keys(&self) -> toml::Table {
+        toml::Table::new()
+    }
+    /// Answers the next deliveries with 429 and `Retry-After: <secs>`.
+    fn throttle(&self, _secs: u64) {
+        panic!("this fake cannot throttle")
+    }
+    /// Refuses item `id` for good, as the service refuses a bad record
+    /// (the rest of its batch is fine); `false` when the kind cannot.
+    fn reject_item(&self, _id: &str) -> bool {
+        false
+    }
+    /// The environment the credentials of `target_keys` name: (variable,
+    /// value) pairs the installation must set.
+    fn secrets(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 impl TargetFake for Receiver {
@@ -67,6 +106,14 @@ impl TargetFake for Receiver {
     }
     fn heal(&self) {
         self.set(Behavior::Ok);
+    }
+    fn throttle(&self, secs: u64) {
+        self.set(Behavior::RetryAfter(429, secs.to_string()));
+    }
+    /// A 400 for any batch holding it: feedsync splits to isolate it.
+    fn reject_item(&self, id: &str) -> bool {
+        self.set(Behavior::RejectIds(vec![id.to_string()]));
+        true
     }
 }
 
@@ -176,6 +223,8 @@ macro_rules! per_target_kind {
     ($($test:ident),* $(,)?) => {
         $crate::per_target_kind!(@kind file File [$($test),*]);
         $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
+        $crate::per_target_kind!(@kind typesense Typesense [$($test),*]);
+        $crate::per_target_kind!(@kind algolia Algolia [$($test),*]);
     };
     (@kind $module:ident $kind:ident [$($test:ident),*]) => {
         mod $module {
@@ -201,6 +250,23 @@ impl TargetFake for super::fakes::typesense::Typesense {
     fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
         without_field(self.documents(feed), "id")
     }
+    fn target_keys(&self) -> toml::Table {
+        toml::Table::from_iter([
+            ("kind".to_string(), "typesense".into()),
+            ("api_key_env".to_string(), SERVICE_KEY_ENV.into()),
+        ])
+    }
+    fn secrets(&self) -> Vec<(String, String)> {
+        vec![(SERVICE_KEY_ENV.into(), SERVICE_KEY.into())]
+    }
+    fn throttle(&self, secs: u64) {
+        self.set(Some(super::fakes::typesense::Fault::RetryAfter(secs)));
+    }
+    /// A failure line for that document in every import's 200.
+    fn reject_item(&self, id: &str) -> bool {
+        self.fail_document(id, 400, "Field `price` must be an int32.", None);
+        true
+    }
     fn break_it(&self) {
         self.set(Some(super::fakes::typesense::Fault::Status(
             503,
@@ -224,6 +290,25 @@ impl TargetFake for super::fakes::algolia::Algolia {
     fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
         without_field(self.records(feed), "objectID")
     }
+    fn target_keys(&self) -> toml::Table {
+        toml::Table::from_iter([
+            ("kind".to_string(), "algolia".into()),
+            ("app_id".to_string(), ALGOLIA_APP.into()),
+            ("api_key_env".to_string(), SERVICE_KEY_ENV.into()),
+        ])
+    }
+    fn secrets(&self) -> Vec<(String, String)> {
+        vec![(SERVICE_KEY_ENV.into(), SERVICE_KEY.into())]
+    }
+    fn throttle(&self, secs: u64) {
+        self.set(Some(super::fakes::algolia::Fault::RetryAfter(secs)));
+    }
+    /// A 400 "too big" for any batch holding it: feedsync splits to
+    /// isolate it.
+    fn reject_item(&self, id: &str) -> bool {
+        self.refuse_record(id);
+        true
+    }
     fn break_it(&self) {
         self.set(Some(super::fakes::algolia::Fault::Status(
             503,
@@ -246,3 +331,9 @@ fn without_field(docs: BTreeMap<String, Value>, field: &str) -> BTreeMap<String,
         })
         .collect()
 }
+
+/// The service fakes' key in the shared suite, and the variable naming it.
+const SERVICE_KEY: &str = "shared-suite-key";
+const SERVICE_KEY_ENV: &str = "FEEDSYNC_TEST_SERVICE_KEY";
+/// The fake Algolia's application id in the shared suite.
+const ALGOLIA_APP: &str = "SHAREDAPP";

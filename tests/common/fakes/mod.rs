@@ -1,6 +1,8 @@
-//! Loopback fakes of the services feedsync speaks natively (DESIGN.md,
-//! "Target kinds"), one file per service, each built from that service's
-//! own API reference and able to misbehave on demand.
+//! Loopback fakes of the services feedsync speaks to natively (DESIGN.md,
+//! "Target kinds"), one file each, each written from the service's own
+//! API reference (paths, content types, auth headers, answer shapes), not
+//! from feedsync's code, and each able to misbehave on demand.
 
 pub mod algolia;
+pub mod elasticsearch;
 pub mod typesense;
