@@ -195,6 +195,25 @@ mod tests {
     use crate::target::SyncKind;
     use crate::target::webhook::tests::item;
 
+    /// `max_batch_bytes` relies on it: the estimate never falls short.
+    #[test]
+    fn item_bytes_and_frame_bytes_cover_the_body() {
+        let al = Algolia::at("http://h:1", "p", "APP", None);
+        let items = [item("A", false), item("a\"b\u{1}", true), item("é", false)];
+        let batch = Batch {
+            feed: "p",
+            sync: SyncKind::Partial,
+            items: &items,
+            nonce: None,
+        };
+        let body = &al.requests(&batch)[0].body;
+        let estimate: usize = items
+            .iter()
+            .map(|i| al.item_bytes(i, i.data.as_ref().map_or(0, Vec::len)))
+            .sum();
+        assert!(estimate + al.frame_bytes("p") >= body.len());
+    }
+
     #[test]
     fn one_batch_request_holds_upserts_and_deletes_in_order() {
         let al = Algolia::at("https://APP.algolia.net/", "shop/eu", "APP", Some("key"));

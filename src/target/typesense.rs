@@ -494,6 +494,18 @@ mod tests {
         assert_eq!(alone[1].items, [401]);
     }
 
+    /// `max_batch_bytes` relies on it: the estimate never falls short.
+    #[test]
+    fn item_bytes_cover_each_document_line() {
+        let ts = Typesense::at("http://h:1", "p", None);
+        for id in ["A", "a\"b\\c", "é\u{1}x"] {
+            let items = [item(id, false)];
+            let body = &ts.requests(&batch(&items))[0].body;
+            let data = items[0].data.as_ref().unwrap().len();
+            assert!(ts.item_bytes(&items[0], data) >= body.len(), "{id}");
+        }
+    }
+
     #[test]
     fn import_lines_are_read_in_order() {
         let body = concat!(

@@ -364,3 +364,33 @@ fn doctor_names_a_wrong_key_and_the_acls_the_key_needs() {
         assert!(!run.stdout.contains(KEY), "the key never shows");
     }
 }
+
+#[test]
+fn an_empty_object_id_fails_alone_and_the_rest_is_delivered() {
+    let rows = [row("A", "1"), row("", "2"), row("C", "3")];
+    let (env, al) = setup(&rows, 10);
+    env.run(&["sync"]).assert_code(1);
+    let got = items(&env);
+    assert_eq!(got[""].0, "failed");
+    assert_eq!(
+        got[""].1.as_deref(),
+        Some("Algolia cannot take an empty objectID")
+    );
+    assert_eq!(held(&al).keys().collect::<Vec<_>>(), ["A", "C"]);
+}
+
+#[test]
+fn an_index_name_is_percent_encoded_in_the_path() {
+    let (env, al) = setup(&[row("A", "1")], 10);
+    let cfg = std::fs::read_to_string(env.config_path()).unwrap();
+    env.config(&cfg.replace(
+        "kind = \"algolia\"",
+        "kind = \"algolia\"\nindex = \"prod {feed}/fr+be\"",
+    ));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(al.records("prod p/fr+be").len(), 1);
+    assert_eq!(
+        al.requests().last().unwrap().1,
+        "/1/indexes/prod%20p%2Ffr%2Bbe/batch"
+    );
+}

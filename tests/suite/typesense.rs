@@ -415,3 +415,41 @@ fn doctor_names_a_wrong_key_and_the_actions_the_key_needs() {
     }
     assert!(!run.stdout.contains(KEY), "the key never shows");
 }
+
+#[test]
+fn an_empty_id_fails_alone_and_the_rest_is_delivered() {
+    let rows = [row("A", json!(1)), row("", json!(2)), row("C", json!(3))];
+    let (env, ts) = setup(&rows, 10);
+    env.run(&["sync"]).assert_code(1);
+    let got = items(&env);
+    assert_eq!(got[""].0, "failed");
+    assert_eq!(
+        got[""].1.as_deref(),
+        Some("Typesense cannot take an empty id")
+    );
+    assert_eq!(held(&ts).keys().collect::<Vec<_>>(), ["A", "C"]);
+}
+
+#[test]
+fn a_collection_name_is_percent_encoded_and_gzip_is_honoured() {
+    let ts = Typesense::start(KEY);
+    ts.create_collection("shop p/eu", &[("price", "int32")]);
+    let env = install(&ts, &[row("A", json!(1)), row("B", json!(2))], 10);
+    let cfg = std::fs::read_to_string(env.config_path()).unwrap();
+    env.config(&cfg.replace(
+        "kind = \"typesense\"",
+        "kind = \"typesense\"\nindex = \"shop {feed}/eu\"\ngzip = true",
+    ));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(ts.documents("shop p/eu").len(), 2);
+    let (_, import) = ts
+        .requests()
+        .into_iter()
+        .find(|(m, _)| m == "POST")
+        .unwrap();
+    assert!(
+        import.starts_with("/collections/shop%20p%2Feu/documents/import"),
+        "{import}"
+    );
+    assert!(ts.gzipped() > 0, "the import went compressed");
+}

@@ -80,6 +80,8 @@ struct State {
     /// (method, raw request target) of every request.
     requests: Vec<(String, String)>,
     breaches: Vec<String>,
+    /// How many requests came with `Content-Encoding: gzip`.
+    gzipped: usize,
 }
 
 /// The request-target bound DESIGN.md gives filter deletes.
@@ -174,6 +176,11 @@ impl Typesense {
         self.state().requests.clone()
     }
 
+    /// How many requests came compressed (`Content-Encoding: gzip`).
+    pub fn gzipped(&self) -> usize {
+        self.state().gzipped
+    }
+
     /// Requests that broke DESIGN.md's rules for this kind.
     pub fn breaches(&self) -> Vec<String> {
         self.state().breaches.clone()
@@ -236,7 +243,13 @@ fn parse_target(target: &str) -> Option<(Vec<String>, HashMap<String, String>)> 
 
 fn handle(state: &Mutex<State>, req: &Request) -> Option<Reply> {
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    lock().requests.push((req.method.clone(), req.path.clone()));
+    {
+        let mut st = lock();
+        st.requests.push((req.method.clone(), req.path.clone()));
+        if req.header("content-encoding") == Some("gzip") {
+            st.gzipped += 1;
+        }
+    }
     let Some((segments, params)) = parse_target(&req.path) else {
         return Some(message(400, "Bad request."));
     };
