@@ -12,6 +12,7 @@ mod suite {
     mod crash;
     mod delivery;
     mod doctor;
+    mod elasticsearch;
     mod fastpath;
     mod formats;
     mod jobs;

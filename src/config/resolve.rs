@@ -618,7 +618,6 @@ struct Table {
 fn not_built(kind: TargetKind) -> Option<&'static str> {
     let why = "its target kind is not implemented yet";
     match kind {
-        TargetKind::Elasticsearch | TargetKind::Opensearch => Some(why),
         TargetKind::Meilisearch => Some(why),
         _ => None,
     }

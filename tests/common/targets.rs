@@ -35,8 +35,15 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every kind, in the order the shared suite runs them.
-    pub fn all() -> [TargetKind; 2] {
-        [TargetKind::File, TargetKind::Webhook]
+    pub fn all() -> [TargetKind; 6] {
+        [
+            TargetKind::File,
+            TargetKind::Webhook,
+            TargetKind::Elasticsearch,
+            TargetKind::Opensearch,
+            TargetKind::Typesense,
+            TargetKind::Algolia,
+        ]
     }
 
     /// Starts a fake of this kind for an installation in `env`.
@@ -223,6 +230,8 @@ macro_rules! per_target_kind {
     ($($test:ident),* $(,)?) => {
         $crate::per_target_kind!(@kind file File [$($test),*]);
         $crate::per_target_kind!(@kind webhook Webhook [$($test),*]);
+        $crate::per_target_kind!(@kind elasticsearch Elasticsearch [$($test),*]);
+        $crate::per_target_kind!(@kind opensearch Opensearch [$($test),*]);
         $crate::per_target_kind!(@kind typesense Typesense [$($test),*]);
         $crate::per_target_kind!(@kind algolia Algolia [$($test),*]);
     };
@@ -274,7 +283,7 @@ impl TargetFake for super::fakes::typesense::Typesense {
         )));
     }
     fn heal(&self) {
-        self.set(None);
+        self.clear_faults();
     }
 }
 
@@ -316,7 +325,7 @@ impl TargetFake for super::fakes::algolia::Algolia {
         )));
     }
     fn heal(&self) {
-        self.set(None);
+        self.clear_faults();
     }
 }
 

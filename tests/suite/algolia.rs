@@ -281,7 +281,7 @@ fn a_sigkill_round_converges() {
     }
     assert!(killed >= 3, "too few kills landed mid-run: {killed}");
 
-    al.set(None);
+    al.clear_faults();
     let later = chrono::Utc::now() + chrono::Duration::days(30);
     env.set_env("FEEDSYNC_NOW", &later.to_rfc3339());
     env.run(&["sync"]).assert_code(0);

@@ -34,11 +34,20 @@ fn setup(es: &ElasticFake, kind: &str, extra: &str, rows: &[Value]) -> Env {
 #[test]
 fn a_batch_is_one_bulk_request_of_ndjson_actions() {
     let es = ElasticFake::start();
-    let env = setup(&es, "elasticsearch", "index = \"shop-{feed}\"", &rows(&["A", "B"]));
+    let env = setup(
+        &es,
+        "elasticsearch",
+        "index = \"shop-{feed}\"",
+        &rows(&["A", "B"]),
+    );
     env.run(&["sync"]).assert_code(0);
     write_ndjson(&env.path("p.ndjson"), &rows(&["A"]));
     env.run(&["sync"]).assert_code(0);
-    let bulks: Vec<_> = es.requests().into_iter().filter(|r| r.method == "POST").collect();
+    let bulks: Vec<_> = es
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
     assert_eq!(bulks.len(), 2);
     for r in &bulks {
         assert_eq!(r.path, "/shop-p/_bulk");
@@ -67,7 +76,11 @@ fn gzip_is_sent_when_asked_for() {
     let es = ElasticFake::start();
     let env = setup(&es, "elasticsearch", "gzip = true", &rows(&["A"]));
     env.run(&["sync"]).assert_code(0);
-    let bulk = es.requests().into_iter().find(|r| r.method == "POST").unwrap();
+    let bulk = es
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
     assert_eq!(bulk.header("content-encoding"), Some("gzip"));
     assert_eq!(es.docs("p").len(), 1);
 }
@@ -146,7 +159,10 @@ fn an_id_over_512_bytes_fails_alone_and_the_rest_is_delivered() {
     let statuses = env.statuses_via_cli("p");
     assert_eq!(statuses[&long], "failed");
     let run = env.run(&["items", "--feed", "p", "--status", "failed", "--json"]);
-    let error = run.json()["items"][0]["error"].as_str().unwrap().to_string();
+    let error = run.json()["items"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(error.contains("512"), "{error}");
 }
 
@@ -180,7 +196,12 @@ fn credentials_are_sent_as_the_kind_says() {
         es.require_auth(&want);
         let mut env = setup(&es, kind, extra, &rows(&["A"]));
         env.set_env(env_var, value);
-        env.run(&["sync"]).assert_code(0);
+        // Secrets never reach the logs, whatever RUST_LOG says.
+        env.set_env("RUST_LOG", "trace");
+        let run = env.run(&["sync"]);
+        run.assert_code(0);
+        assert!(!run.stderr.contains(value), "{kind}: a secret was logged");
+        assert!(!run.stderr.contains(&want), "{kind}: a secret was logged");
         assert_eq!(es.docs("p").len(), 1, "{kind} {extra}");
         // A wrong credential: the target is refused, the item stays pending.
         write_ndjson(&env.path("p.ndjson"), &rows(&["A", "B"]));
@@ -199,7 +220,9 @@ fn doctor_reads_the_cluster_info() {
     let run = env.run(&["doctor"]);
     assert!(run.stdout.contains("OpenSearch 2.17.0"), "{}", run.stdout);
     assert!(
-        es.requests().iter().all(|r| r.method == "GET" && r.path == "/"),
+        es.requests()
+            .iter()
+            .all(|r| r.method == "GET" && r.path == "/"),
         "doctor writes nothing"
     );
 }
@@ -208,7 +231,12 @@ fn doctor_reads_the_cluster_info() {
 fn doctor_calls_a_401_a_problem_and_a_403_a_note() {
     let es = ElasticFake::start();
     es.require_auth("ApiKey right");
-    let mut env = setup(&es, "elasticsearch", "api_key_env = \"ES_KEY\"", &rows(&["A"]));
+    let mut env = setup(
+        &es,
+        "elasticsearch",
+        "api_key_env = \"ES_KEY\"",
+        &rows(&["A"]),
+    );
     env.set_env("ES_KEY", "wrong");
     let run = env.run(&["doctor"]);
     run.assert_code(1);
@@ -222,11 +250,7 @@ fn doctor_calls_a_401_a_problem_and_a_403_a_note() {
     let run = env.run(&["doctor"]);
     assert!(run.stdout.contains("note     target p"), "{}", run.stdout);
     assert!(run.stdout.contains("`monitor`"), "{}", run.stdout);
-    assert!(
-        !run.stdout.contains("PROBLEM  target"),
-        "{}",
-        run.stdout
-    );
+    assert!(!run.stdout.contains("PROBLEM  target"), "{}", run.stdout);
 }
 
 #[test]
@@ -262,4 +286,22 @@ target = "search"
     assert_eq!(env.count_via_cli("w", "pending"), 2);
     assert_eq!(es.docs("p").len(), 2);
     assert_eq!(env.count_via_cli("p", "sent"), 2);
+}
+
+#[test]
+fn a_feed_may_pick_its_own_kind() {
+    // `[target]` is a webhook; this feed sends to a cluster instead.
+    let es = ElasticFake::start();
+    let hook = Receiver::start();
+    let env = Env::new();
+    write_ndjson(&env.path("p.ndjson"), &rows(&["A"]));
+    env.config(&format!(
+        "[target]\nurl = \"{}\"\n[[feeds]]\nname = \"p\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\nkind = \"elasticsearch\"\nurl = \"{}\"\nindex = \"catalog\"\n[[feeds]]\nname = \"q\"\nsource = \"p.ndjson\"\nkey = [\"sku\"]\n",
+        hook.url("/{feed}"),
+        es.base_url()
+    ));
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(es.docs("catalog").len(), 1);
+    assert_eq!(hook.catalog("q").len(), 1);
+    assert!(hook.catalog("p").is_empty());
 }

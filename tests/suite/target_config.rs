@@ -550,3 +550,39 @@ fn standard_signing_needs_a_secret() {
         &["target.signature", "signing_secret_env"],
     );
 }
+
+#[test]
+fn doctor_calls_a_webhook_answering_410_a_problem() {
+    let r = Receiver::start();
+    r.set(Behavior::Status(410, "retired".into()));
+    let env = env_with(&format!("[target]\nurl = \"{}\"\n{FEED}", r.url("/{feed}")));
+    let run = env.run(&["doctor"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("PROBLEM  target p"), "{}", run.stdout);
+    assert!(run.stdout.contains("410"), "{}", run.stdout);
+}
+
+#[test]
+fn max_batch_bytes_bounds_a_file_targets_lines_too() {
+    let rows: Vec<Value> = (0..10)
+        .map(|i| json!({"sku": format!("S{i}"), "text": "x".repeat(300)}))
+        .collect();
+    let env = Env::new();
+    write_ndjson(&env.path("p.ndjson"), &rows);
+    env.config(&format!(
+        "[target]\nurl = \"file:out.ndjson\"\nmax_batch_bytes = 1500\n{FEED}"
+    ));
+    env.run(&["sync"]).assert_code(0);
+    let text = std::fs::read_to_string(env.path("out.ndjson")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.len() <= 1500),
+        "{:?}",
+        lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    let counts: Vec<usize> = targets::file_envelopes(&env.path("out.ndjson"), 0)
+        .iter()
+        .map(|e| e["items"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(counts, [3, 3, 3, 1]);
+}

@@ -170,6 +170,13 @@ impl Algolia {
         self.state().queue.push_back(fault);
     }
 
+    /// Healthy again: queued faults dropped, no standing fault.
+    pub fn clear_faults(&self) {
+        let mut st = self.state();
+        st.queue.clear();
+        st.default = None;
+    }
+
     /// Every batch gets `fault` from now on (`None`: healthy).
     pub fn set(&self, fault: Option<Fault>) {
         self.state().default = fault;

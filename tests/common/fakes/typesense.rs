@@ -191,6 +191,13 @@ impl Typesense {
         self.state().queue.push_back(fault);
     }
 
+    /// Healthy again: queued faults dropped, no standing fault.
+    pub fn clear_faults(&self) {
+        let mut st = self.state();
+        st.queue.clear();
+        st.default = None;
+    }
+
     /// Every write request gets `fault` from now on (`None`: healthy).
     pub fn set(&self, fault: Option<Fault>) {
         self.state().default = fault;
