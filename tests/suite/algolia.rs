@@ -292,6 +292,7 @@ fn a_sigkill_round_converges() {
         .collect();
     assert_eq!(held(&al), want);
     assert!(items(&env).values().all(|(s, _)| s == "sent"));
+    assert_eq!(al.breaches(), Vec::<String>::new());
 }
 
 /// `doctor`'s lines that start with `tag`, each with the fix under it.

@@ -19,7 +19,8 @@
 //!   not exist` before the first write;
 //! - errors are `{"message": …, "status": N}`.
 //!
-//! On demand it misbehaves (a status, 429 with `Retry-After`, a dropped
+//! A request without `User-Agent: feedsync/…` is written down as a breach
+//! of DESIGN.md's contract. On demand it misbehaves (a status, 429 with `Retry-After`, a dropped
 //! connection, a slow answer) for the write endpoint. It keeps a mirror of
 //! every index and the (op, id) of every record it took.
 
@@ -62,6 +63,7 @@ struct State {
     ops: Vec<(String, String, String)>,
     /// (method, raw request target) of every request.
     requests: Vec<(String, String)>,
+    breaches: Vec<String>,
 }
 
 /// A running fake Algolia application.
@@ -89,6 +91,7 @@ impl Algolia {
             default: None,
             ops: Vec::new(),
             requests: Vec::new(),
+            breaches: Vec::new(),
         }));
         let st = Arc::clone(&state);
         let service = Service::start(move |req| handle(&st, req));
@@ -165,6 +168,12 @@ impl Algolia {
         self.state().requests.clone()
     }
 
+    /// Requests that broke DESIGN.md's contract (no `User-Agent:
+    /// feedsync/…`).
+    pub fn breaches(&self) -> Vec<String> {
+        self.state().breaches.clone()
+    }
+
     /// The next batch gets `fault` (queued faults go first, in order).
     pub fn push(&self, fault: Fault) {
         self.state().queue.push_back(fault);
@@ -189,7 +198,19 @@ fn error(status: u16, message: &str) -> Reply {
 
 fn handle(state: &Mutex<State>, req: &Request) -> Option<Reply> {
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    lock().requests.push((req.method.clone(), req.path.clone()));
+    {
+        let mut st = lock();
+        st.requests.push((req.method.clone(), req.path.clone()));
+        if !req
+            .header("user-agent")
+            .is_some_and(|ua| ua.starts_with("feedsync/"))
+        {
+            st.breaches.push(format!(
+                "{} {} without feedsync's User-Agent",
+                req.method, req.path
+            ));
+        }
+    }
     {
         let st = lock();
         if req.header("x-algolia-application-id") != Some(st.app_id.as_str())

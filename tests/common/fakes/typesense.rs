@@ -22,8 +22,9 @@
 //! `Retry-After`, a dropped connection, a slow answer) for the write
 //! endpoints, and per-document failure lines for chosen ids. It keeps a
 //! mirror of every collection and the (op, id) of every document it took.
-//! A filter-delete whose request target is 4,000 bytes or more is written
-//! down as a contract breach (DESIGN.md keeps them under that).
+//! A filter-delete whose request target is 4,000 bytes or more, and a
+//! request without `User-Agent: feedsync/…`, are written down as breaches
+//! of DESIGN.md's contract.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -255,6 +256,15 @@ fn handle(state: &Mutex<State>, req: &Request) -> Option<Reply> {
         st.requests.push((req.method.clone(), req.path.clone()));
         if req.header("content-encoding") == Some("gzip") {
             st.gzipped += 1;
+        }
+        if !req
+            .header("user-agent")
+            .is_some_and(|ua| ua.starts_with("feedsync/"))
+        {
+            st.breaches.push(format!(
+                "{} {} without feedsync's User-Agent",
+                req.method, req.path
+            ));
         }
     }
     let Some((segments, params)) = parse_target(&req.path) else {
