@@ -395,3 +395,23 @@ fn an_index_name_is_percent_encoded_in_the_path() {
         "/1/indexes/prod%20p%2Ffr%2Bbe/batch"
     );
 }
+
+#[test]
+fn the_key_stays_out_of_logs_and_the_state_file() {
+    let mut rows = vec![row("A", "1")];
+    rows.push(row("B", &"x".repeat(20_000)));
+    let (mut env, al) = setup(&rows, 10);
+    env.set_env("RUST_LOG", "trace");
+    al.push(Fault::Status(503, "Service Unavailable".into()));
+    let runs = [env.run(&["sync"]), env.run(&["sync"]), env.run(&["doctor"])];
+    for run in &runs {
+        assert!(
+            !run.stderr.contains(KEY) && !run.stdout.contains(KEY),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(runs[0].stderr.len() > 100, "trace logging is on");
+    let state = std::fs::read(env.state_path()).unwrap();
+    assert!(!state.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
+}

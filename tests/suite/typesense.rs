@@ -453,3 +453,21 @@ fn a_collection_name_is_percent_encoded_and_gzip_is_honoured() {
     );
     assert!(ts.gzipped() > 0, "the import went compressed");
 }
+
+#[test]
+fn the_key_stays_out_of_logs_and_the_state_file() {
+    let (mut env, ts) = setup(&[row("A", json!(1)), row("B", json!("bad"))], 10);
+    env.set_env("RUST_LOG", "trace");
+    ts.push(Fault::Status(503, "Not Ready or Lagging".into()));
+    let runs = [env.run(&["sync"]), env.run(&["sync"]), env.run(&["doctor"])];
+    for run in &runs {
+        assert!(
+            !run.stderr.contains(KEY) && !run.stdout.contains(KEY),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(runs[0].stderr.len() > 100, "trace logging is on");
+    let state = std::fs::read(env.state_path()).unwrap();
+    assert!(!state.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
+}
