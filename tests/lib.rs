@@ -7,6 +7,7 @@ mod common;
 
 /// One module per area of behaviour.
 mod suite {
+    mod algolia;
     mod backup;
     mod crash;
     mod database;
@@ -24,4 +25,5 @@ mod suite {
     mod sync;
     mod target_config;
     mod target_kinds;
+    mod typesense;
 }

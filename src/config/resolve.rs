@@ -652,12 +652,6 @@ impl<'a> Resolver<'a> {
         // Standard Webhooks libraries verify the body they are handed, so
         // that scheme sends it as it is, whatever `gzip` says.
         let gzip = o.gzip.or(d.gzip).unwrap_or(kind == Webhook) && signature != Signature::Standard;
-        if let Some(why) = not_built(kind) {
-            return Err(self.err(format!(
-                "`{kind_from}` = \"{}\" is not supported by this build: {why}",
-                kind.as_str()
-            )));
-        }
         Ok(TargetSettings {
             url_template,
             endpoint,
@@ -686,18 +680,6 @@ struct Table {
     name: String,
     keys: TargetKeys,
     secrets: SecretNames,
-}
-
-/// The kinds whose protocol this build does not speak yet, refused rather
-/// than accepted and ignored: one arm per kind, removed when its file in
-/// `src/target/` lands.
-fn not_built(kind: TargetKind) -> Option<&'static str> {
-    let why = "its target kind is not implemented yet";
-    match kind {
-        TargetKind::Typesense => Some(why),
-        TargetKind::Algolia => Some(why),
-        _ => None,
-    }
 }
 
 /// Why the service would refuse `name` as an index name (DESIGN.md,

@@ -764,6 +764,204 @@ impl Drop for Trickler {
     }
 }
 
+/// What a [`Service`] answers one request with.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// `status` with a JSON body.
+    pub fn json(status: u16, body: &Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
+            body: body.to_string(),
+        }
+    }
+
+    /// `status` with a body of this content type.
+    pub fn text(status: u16, content_type: &str, body: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+        }
+    }
+
+    /// One more header.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// How a [`Service`] answers: `None` drops the connection unanswered.
+type Handler = dyn Fn(&Request) -> Option<Reply> + Send + Sync;
+
+/// A loopback HTTP/1.1 server that answers every request with a handler:
+/// the transport under the service fakes (`common::fakes`), which speak a
+/// real service's API instead of feedsync's envelope. It reads and writes
+/// HTTP exactly as [`Receiver`] does (keep-alive, chunked bodies,
+/// `Expect: 100-continue`); what a request means is the handler's job.
+/// A handler may sleep (a slow service): each connection has its thread.
+pub struct Service {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Binds 127.0.0.1 on a free port and answers with `handler`.
+    pub fn start(handler: impl Fn(&Request) -> Option<Reply> + Send + Sync + 'static) -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test service");
+        let addr = listener.local_addr().expect("service address");
+        let shared = Arc::new(Shared::default());
+        let handler: Arc<Handler> = Arc::new(handler);
+        let sh = Arc::clone(&shared);
+        let accept = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sh.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = conn else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let id = sh.next_conn.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    sh.conns().insert(id, clone);
+                }
+                let (sh, handler) = (Arc::clone(&sh), Arc::clone(&handler));
+                thread::spawn(move || {
+                    serve_with(&stream, &sh, &*handler);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    sh.conns().remove(&id);
+                });
+            }
+        });
+        Service {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Whether the service is shutting down (a sleeping handler stops early).
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok()
+            && let Some(handle) = self.accept.take()
+        {
+            let _ = handle.join();
+        }
+        for conn in self.shared.conns().values() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Serves one connection of a [`Service`] until it closes, errs or the
+/// handler drops it.
+fn serve_with(stream: &TcpStream, sh: &Shared, handler: &Handler) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let mut writer = stream;
+    let mut reader = BufReader::new(stream);
+    while !sh.stop.load(Ordering::SeqCst) {
+        let req = match read_request(&mut reader, &mut writer) {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                let body = json!({ "message": format!("bad request: {e}") }).to_string();
+                let _ = write_response(&mut writer, 400, &[], &body, false);
+                return;
+            }
+            Err(_) => return,
+        };
+        let keep_alive = !req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let Some(reply) = handler(&req) else { return };
+        if write_response(
+            &mut writer,
+            reply.status,
+            &reply.headers,
+            &reply.body,
+            keep_alive,
+        )
+        .is_err()
+            || !keep_alive
+        {
+            return;
+        }
+    }
+}
+
+/// A request's body as the service reads it: gunzipped when sent with
+/// `Content-Encoding: gzip` (`None` when that fails).
+pub fn plain_body(req: &Request) -> Option<Vec<u8>> {
+    let gzip = req
+        .header("content-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
+    if !gzip {
+        return Some(req.raw_body.clone());
+    }
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(req.raw_body.as_slice())
+        .take(MAX_BODY as u64)
+        .read_to_end(&mut plain)
+        .ok()?;
+    Some(plain)
+}
+
+/// Percent-decodes `s` (`+` read as a space when `plus_is_space`, as
+/// query strings and some servers' paths do); `None` for a bad escape or
+/// bytes that are not UTF-8.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The receiver's HTTP/1.1 request reader, for other loopback fakes
 /// (`common::fakes`): one request from `r`, `None` at a clean close.
 pub fn read_http_request(r: &mut impl BufRead, w: &mut impl Write) -> io::Result<Option<Request>> {

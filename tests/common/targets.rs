@@ -29,17 +29,24 @@ pub enum TargetKind {
     Opensearch,
     /// `kind = "meilisearch"`, served by [`MeiliFake`].
     Meilisearch,
+    /// `kind = "typesense"`, served by the fake Typesense (collection `p`
+    /// created, as Typesense needs it before the first write).
+    Typesense,
+    /// `kind = "algolia"`, served by the fake Algolia.
+    Algolia,
 }
 
 impl TargetKind {
     /// Every kind, in the order the shared suite runs them.
-    pub fn all() -> [TargetKind; 5] {
+    pub fn all() -> [TargetKind; 7] {
         [
             TargetKind::File,
             TargetKind::Webhook,
             TargetKind::Elasticsearch,
             TargetKind::Opensearch,
             TargetKind::Meilisearch,
+            TargetKind::Typesense,
+            TargetKind::Algolia,
         ]
     }
 
@@ -51,6 +58,15 @@ impl TargetKind {
             TargetKind::Elasticsearch => Box::new(ElasticFake::start()),
             TargetKind::Opensearch => Box::new(ElasticFake::start_opensearch()),
             TargetKind::Meilisearch => Box::new(MeiliFake::start()),
+            TargetKind::Typesense => {
+                let ts = super::fakes::typesense::Typesense::start(SERVICE_KEY);
+                ts.create_collection("p", &[]);
+                Box::new(ts)
+            }
+            TargetKind::Algolia => Box::new(super::fakes::algolia::Algolia::start(
+                ALGOLIA_APP,
+                SERVICE_KEY,
+            )),
         }
     }
 }
@@ -79,6 +95,11 @@ pub trait TargetFake {
     /// (the rest of its batch is fine); `false` when the kind cannot.
     fn reject_item(&self, _id: &str) -> bool {
         false
+    }
+    /// The environment the credentials of `target_keys` name: (variable,
+    /// value) pairs the installation must set.
+    fn secrets(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 
@@ -217,6 +238,8 @@ macro_rules! per_target_kind {
         $crate::per_target_kind!(@kind elasticsearch Elasticsearch [$($test),*]);
         $crate::per_target_kind!(@kind opensearch Opensearch [$($test),*]);
         $crate::per_target_kind!(@kind meilisearch Meilisearch [$($test),*]);
+        $crate::per_target_kind!(@kind typesense Typesense [$($test),*]);
+        $crate::per_target_kind!(@kind algolia Algolia [$($test),*]);
     };
     (@kind $module:ident $kind:ident [$($test:ident),*]) => {
         mod $module {
@@ -229,3 +252,103 @@ macro_rules! per_target_kind {
         }
     };
 }
+
+/// The fake Typesense as a target of the shared suite: documents without
+/// the `id` feedsync sets (the suite compares them with the export's rows).
+impl TargetFake for super::fakes::typesense::Typesense {
+    fn url(&self) -> String {
+        super::fakes::typesense::Typesense::url(self)
+    }
+    fn sent_ops(&self, feed: &str) -> Vec<(String, String)> {
+        self.ops(feed)
+    }
+    fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
+        without_field(self.documents(feed), "id")
+    }
+    fn target_keys(&self) -> toml::Table {
+        toml::Table::from_iter([
+            ("kind".to_string(), "typesense".into()),
+            ("api_key_env".to_string(), SERVICE_KEY_ENV.into()),
+        ])
+    }
+    fn secrets(&self) -> Vec<(String, String)> {
+        vec![(SERVICE_KEY_ENV.into(), SERVICE_KEY.into())]
+    }
+    fn throttle(&self, secs: u64) {
+        self.set(Some(super::fakes::typesense::Fault::RetryAfter(secs)));
+    }
+    /// A failure line for that document in every import's 200.
+    fn reject_item(&self, id: &str) -> bool {
+        self.fail_document(id, 400, "Field `price` must be an int32.", None);
+        true
+    }
+    fn break_it(&self) {
+        self.set(Some(super::fakes::typesense::Fault::Status(
+            503,
+            "Not Ready or Lagging".into(),
+        )));
+    }
+    fn heal(&self) {
+        self.clear_faults();
+    }
+}
+
+/// The fake Algolia as a target of the shared suite: records without the
+/// `objectID` feedsync sets.
+impl TargetFake for super::fakes::algolia::Algolia {
+    fn url(&self) -> String {
+        super::fakes::algolia::Algolia::url(self)
+    }
+    fn sent_ops(&self, feed: &str) -> Vec<(String, String)> {
+        self.ops(feed)
+    }
+    fn mirror(&self, feed: &str) -> BTreeMap<String, Value> {
+        without_field(self.records(feed), "objectID")
+    }
+    fn target_keys(&self) -> toml::Table {
+        toml::Table::from_iter([
+            ("kind".to_string(), "algolia".into()),
+            ("app_id".to_string(), ALGOLIA_APP.into()),
+            ("api_key_env".to_string(), SERVICE_KEY_ENV.into()),
+        ])
+    }
+    fn secrets(&self) -> Vec<(String, String)> {
+        vec![(SERVICE_KEY_ENV.into(), SERVICE_KEY.into())]
+    }
+    fn throttle(&self, secs: u64) {
+        self.set(Some(super::fakes::algolia::Fault::RetryAfter(secs)));
+    }
+    /// A 400 "too big" for any batch holding it: feedsync splits to
+    /// isolate it.
+    fn reject_item(&self, id: &str) -> bool {
+        self.refuse_record(id);
+        true
+    }
+    fn break_it(&self) {
+        self.set(Some(super::fakes::algolia::Fault::Status(
+            503,
+            "Service Unavailable".into(),
+        )));
+    }
+    fn heal(&self) {
+        self.clear_faults();
+    }
+}
+
+/// A service's documents as the export's rows: the id field feedsync
+/// sets removed, after checking it holds the id.
+fn without_field(docs: BTreeMap<String, Value>, field: &str) -> BTreeMap<String, Value> {
+    docs.into_iter()
+        .map(|(id, mut doc)| {
+            let set = doc.as_object_mut().and_then(|d| d.remove(field));
+            assert_eq!(set, Some(Value::String(id.clone())), "{field} of {id}");
+            (id, doc)
+        })
+        .collect()
+}
+
+/// The service fakes' key in the shared suite, and the variable naming it.
+const SERVICE_KEY: &str = "shared-suite-key";
+const SERVICE_KEY_ENV: &str = "FEEDSYNC_TEST_SERVICE_KEY";
+/// The fake Algolia's application id in the shared suite.
+const ALGOLIA_APP: &str = "SHAREDAPP";

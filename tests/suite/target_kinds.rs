@@ -54,6 +54,9 @@ fn setup(kind: TargetKind, rows: &[Value]) -> (Env, Box<dyn TargetFake>) {
     );
     write_ndjson(&env.path("p.ndjson"), rows);
     env.set_env("FEEDSYNC_NOW", NOW);
+    for (name, value) in target.secrets() {
+        env.set_env(&name, &value);
+    }
     (env, target)
 }
 

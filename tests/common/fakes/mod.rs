@@ -3,5 +3,7 @@
 //! API reference (paths, content types, auth headers, answer shapes), not
 //! from feedsync's code, and each able to misbehave on demand.
 
+pub mod algolia;
 pub mod elasticsearch;
 pub mod meilisearch;
+pub mod typesense;
