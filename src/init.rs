@@ -46,8 +46,10 @@ state = "feedsync.sqlite"            # the state file: feedsync's whole memory (
 [target]
 url = "file:out/{feed}.ndjson"       # or "https://ingest.example.com/feeds/{feed}"
 # kind = "webhook"                   # feedsync's envelope; or a search service's own API:
-#                                    # elasticsearch | opensearch (url = the service's base URL)
-# index = "{feed}"                   # service kinds: the index at the service
+#                                    # elasticsearch | opensearch | meilisearch | typesense | algolia
+#                                    # (url = the service's base URL; see the README per kind)
+# index = "{feed}"                   # service kinds: the index (Typesense: collection) at the service
+# app_id = "…"                       # algolia only; id_field = "id": meilisearch only
 # max_batch_bytes = 10000000         # a batch also closes before its body passes this size
 # signature = "feedsync"             # webhook: or "standard" (Standard Webhooks, whsec_… secret)
 # Secrets are never written here: these *name* environment variables.
