@@ -237,6 +237,8 @@ fn serve(conn: TcpStream) {
     loop {
         let mut len = 0usize;
         let mut line = String::new();
+        let mut target = String::new();
+        let mut gzip = false;
         loop {
             line.clear();
             if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -246,20 +248,84 @@ fn serve(conn: TcpStream) {
             if l.is_empty() {
                 break;
             }
-            if let Some((k, v)) = l.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
+            if target.is_empty() {
+                target = l.to_string();
+            } else if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("content-encoding") {
+                    gzip = v.trim().eq_ignore_ascii_case("gzip");
+                }
             }
         }
         let mut body = vec![0; len];
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        let reply =
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-        if w.write_all(reply).is_err() {
+        if gzip {
+            let mut plain = Vec::new();
+            let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain);
+            body = plain;
+        }
+        let (status, answer) = answer(&target, &body);
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if w.write_all(reply.as_bytes()).is_err() {
             return;
         }
     }
 }
+
+/// A success in each target kind's own protocol, so every kind can be
+/// measured against the same loopback sink: the webhook's `{}`, an
+/// Elasticsearch `_bulk` result per action, a Typesense import line per
+/// document, an Algolia task, a Meilisearch task that has succeeded.
+fn answer(request_line: &str, body: &[u8]) -> (&'static str, String) {
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("");
+    let lines = || body.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    if path.contains("/_bulk") {
+        let items: Vec<&str> = lines()
+            .filter_map(|l| {
+                if l.starts_with(b"{\"index\"") {
+                    Some(r#"{"index":{"status":200,"result":"created"}}"#)
+                } else if l.starts_with(b"{\"delete\"") {
+                    Some(r#"{"delete":{"status":200,"result":"deleted"}}"#)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let answer = format!(r#"{{"took":1,"errors":false,"items":[{}]}}"#, items.join(","));
+        return ("200 OK", answer);
+    }
+    if path.contains("/documents/import") {
+        let n = lines().count();
+        return ("200 OK", vec![r#"{"success":true}"#; n].join("\n"));
+    }
+    if method == "DELETE" && path.contains("/collections/") {
+        return ("200 OK", r#"{"num_deleted":1}"#.into());
+    }
+    if path.starts_with("/1/indexes/") {
+        return ("200 OK", r#"{"taskID":1,"objectIDs":[]}"#.into());
+    }
+    if path.starts_with("/indexes/") && method == "POST" {
+        let uid = TASKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return (
+            "202 Accepted",
+            format!(r#"{{"taskUid":{uid},"indexUid":"p","status":"enqueued","type":"documentAdditionOrUpdate","enqueuedAt":"2026-12-01T00:00:00Z"}}"#),
+        );
+    }
+    if let Some(uid) = path.strip_prefix("/tasks/") {
+        return (
+            "200 OK",
+            format!(r#"{{"uid":{uid},"indexUid":"p","status":"succeeded","type":"documentAdditionOrUpdate","error":null}}"#),
+        );
+    }
+    ("200 OK", "{}".into())
+}
+
+static TASKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
