@@ -15,6 +15,7 @@ mod suite {
     mod formats;
     mod jobs;
     mod ops;
+    mod postgres;
     mod receiver_selftest;
     mod sources;
     mod sync;

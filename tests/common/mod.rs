@@ -277,3 +277,5 @@ impl Env {
             .count()
     }
 }
+
+pub mod pg;
