@@ -249,6 +249,9 @@ fn direct(
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     let feeds = config.select_feeds(feed_names)?;
+    if matches!(task.job, Job::Sync | Job::Resync) {
+        crate::source::check_environment(feeds.iter().copied())?;
+    }
     // Only jobs that contact the target need the secrets; a dry run does not.
     let contacts_target = task.job != Job::Cleanup && !task.dry_run();
     let secrets = if contacts_target {
@@ -409,6 +412,7 @@ fn resync(config: &Config, args: &ResyncArgs, out: Output) -> anyhow::Result<Exi
 /// The cron entry point: runs the jobs whose schedule is due, in order.
 fn run(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
     let secrets = config::read_secrets(&config.secrets)?;
+    crate::source::check_environment(&config.feeds)?;
     match tick(config, &secrets, out) {
         // Cron starts `run` every minute; an overlap is normal, not news.
         Err(e) if error::is_locked(&e) => Ok(ExitCode::Locked),
@@ -452,6 +456,7 @@ fn tick(config: &Config, secrets: &Secrets, out: Output) -> anyhow::Result<ExitC
 /// batch in flight finish.
 fn daemon(config: &Config, out: Output) -> anyhow::Result<ExitCode> {
     let secrets = config::read_secrets(&config.secrets)?;
+    crate::source::check_environment(&config.feeds)?;
     crate::stop::install().context("installing signal handlers")?;
     log::info!("daemon started; running due jobs every minute");
     while !crate::stop::requested() {
@@ -556,6 +561,7 @@ fn report_page(config: &Config, out: &Path) -> anyhow::Result<ExitCode> {
 /// `doctor`: 0 when all is well, 1 when something needs fixing.
 fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
     let secrets = config::read_secrets(&config.secrets)?;
+    crate::source::check_environment(&config.feeds)?;
     let findings = crate::doctor::check(config, &secrets);
     print!("{}", findings.text());
     // DESIGN.md gives doctor's "something needs fixing" the number 1.

@@ -9,6 +9,7 @@ mod common;
 mod suite {
     mod backup;
     mod crash;
+    mod database;
     mod delivery;
     mod doctor;
     mod fastpath;

@@ -79,7 +79,18 @@ pub enum SourceSpec {
     File(PathBuf),
     Http(String),
     Command(String),
-    Sqlite { db: PathBuf, query: String },
+    Sqlite {
+        db: PathBuf,
+        query: String,
+    },
+    /// A MySQL/MariaDB or PostgreSQL query; the URL (it holds the
+    /// password) is in the environment variable `url_env`, read only by
+    /// the commands that read sources.
+    Database {
+        url_env: String,
+        query: String,
+        json_columns: Vec<String>,
+    },
 }
 
 impl SourceSpec {
@@ -90,6 +101,7 @@ impl SourceSpec {
             SourceSpec::Http(u) => u.clone(),
             SourceSpec::Command(c) => format!("command `{c}`"),
             SourceSpec::Sqlite { db, .. } => format!("sqlite {}", db.display()),
+            SourceSpec::Database { url_env, .. } => format!("the database in ${url_env}"),
         }
     }
 }
@@ -340,5 +352,88 @@ key = ["sku"]
         );
         assert_eq!(f.target.batch_size, 7);
         assert!(f.keep_data, "legacy feeds keep data by default");
+    }
+
+    const DATABASE: &str = r#"
+[target]
+url = "https://ingest.example.com/feeds/{feed}"
+[[feeds]]
+name = "products"
+database_url_env = "SHOP_DATABASE_URL"
+query = "SELECT sku, attrs FROM catalog"
+key = ["sku"]
+"#;
+
+    #[test]
+    fn database_sources() {
+        let c = parse(&format!("{DATABASE}json_columns = [\"attrs\"]\n")).unwrap();
+        assert_eq!(
+            c.feeds[0].source,
+            SourceSpec::Database {
+                url_env: "SHOP_DATABASE_URL".into(),
+                query: "SELECT sku, attrs FROM catalog".into(),
+                json_columns: vec!["attrs".into()],
+            }
+        );
+        assert_eq!(c.feeds[0].format, None);
+        assert_eq!(
+            c.feeds[0].source.describe(),
+            "the database in $SHOP_DATABASE_URL"
+        );
+        let no_query = DATABASE.replace("query = \"SELECT sku, attrs FROM catalog\"\n", "");
+        for (text, wants) in [
+            (
+                format!("{DATABASE}source = \"x.csv\"\n"),
+                "`database_url_env` excludes `source`, `command` and `sqlite`",
+            ),
+            (
+                format!("{DATABASE}command = \"cat x\"\n"),
+                "`database_url_env` excludes",
+            ),
+            (
+                format!("{DATABASE}sqlite = \"x.db\"\n"),
+                "`database_url_env` excludes",
+            ),
+            (
+                no_query,
+                "`feeds.products.query` is required with `database_url_env`",
+            ),
+            (
+                format!("{DATABASE}format = \"csv\"\n"),
+                "does not apply to a database source",
+            ),
+            (
+                MINIMAL.replace("key = [\"sku\"]", "key = [\"sku\"]\njson_columns = [\"a\"]"),
+                "`feeds.products.json_columns` only goes with `database_url_env`",
+            ),
+            (
+                format!("{DATABASE}json_columns = [\"\"]\n"),
+                "`feeds.products.json_columns` holds an empty column name",
+            ),
+            (
+                DATABASE.replace("\"SHOP_DATABASE_URL\"", "\"SHOP URL\""),
+                "is not an environment variable's name",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.exit_code(), crate::exit_code::ExitCode::Config);
+            assert!(e.to_string().contains(wants), "{e}\nwants: {wants}");
+        }
+        // A URL written in the config is refused, and not repeated.
+        for text in [
+            DATABASE.replace("\"SHOP_DATABASE_URL\"", "\"mysql://shop:Hunter2@db/shop\""),
+            MINIMAL.replace("exports/products.csv", "postgres://shop:Hunter2@db/shop"),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("environment variable"), "{e}");
+            assert!(!e.contains("Hunter2"), "{e}");
+        }
+        let e = parse(&MINIMAL.replace("key = [\"sku\"]", "key = [\"sku\"]\nquery = \"SELECT 1\""))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("only goes with `sqlite` or `database_url_env`"),
+            "{e}"
+        );
     }
 }

@@ -197,7 +197,9 @@ with_target_keys! {
         pub source: Option<String>,
         pub command: Option<String>,
         pub sqlite: Option<String>,
+        pub database_url_env: Option<String>,
         pub query: Option<String>,
+        pub json_columns: Option<Vec<String>>,
         pub format: Option<Format>,
         pub key: Option<Vec<String>>,
         #[serde(default)]

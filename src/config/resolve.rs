@@ -133,16 +133,24 @@ impl<'a> Resolver<'a> {
         }
         let at = |key: &str| format!("feeds.{name}.{key}");
 
-        let source = match (f.source, f.command, f.sqlite) {
-            (Some(s), None, None) => {
+        let source = match (f.source, f.command, f.sqlite, f.database_url_env) {
+            (Some(s), None, None, None) => {
+                if database_scheme(&s) {
+                    // Not repeated: the URL holds the password.
+                    return Err(self.err(format!(
+                        "`{}` is a database URL, which holds the password and does not belong in the config: \
+                         put it in an environment variable and name that with `database_url_env` (plus `query`)",
+                        at("source")
+                    )));
+                }
                 if s.starts_with("http://") || s.starts_with("https://") {
                     SourceSpec::Http(s)
                 } else {
                     SourceSpec::File(self.path(&s))
                 }
             }
-            (None, Some(c), None) => SourceSpec::Command(c),
-            (None, None, Some(db)) => {
+            (None, Some(c), None, None) => SourceSpec::Command(c),
+            (None, None, Some(db), None) => {
                 let query = f.query.clone().ok_or_else(|| {
                     self.err(format!("`{}` is required with `sqlite`", at("query")))
                 })?;
@@ -151,9 +159,48 @@ impl<'a> Resolver<'a> {
                     query,
                 }
             }
-            (None, None, None) => {
+            (None, None, None, Some(var)) => {
+                if var.contains("://") {
+                    // Not repeated: the URL holds the password.
+                    return Err(self.err(format!(
+                        "`{}` holds a URL: it must name the environment variable that holds the URL \
+                         (the URL holds the password, which does not belong in the config)",
+                        at("database_url_env")
+                    )));
+                }
+                if !valid_env_name(&var) {
+                    return Err(self.err(format!(
+                        "`{}` = {var:?} is not an environment variable's name",
+                        at("database_url_env")
+                    )));
+                }
+                let query = f.query.clone().ok_or_else(|| {
+                    self.err(format!(
+                        "`{}` is required with `database_url_env`",
+                        at("query")
+                    ))
+                })?;
+                let json_columns = f.json_columns.clone().unwrap_or_default();
+                if json_columns.iter().any(String::is_empty) {
+                    return Err(self.err(format!(
+                        "`{}` holds an empty column name",
+                        at("json_columns")
+                    )));
+                }
+                SourceSpec::Database {
+                    url_env: var,
+                    query,
+                    json_columns,
+                }
+            }
+            (None, None, None, None) => {
                 return Err(self.err(format!(
-                    "feed `{name}` needs a source: `source`, `command` or `sqlite` + `query`"
+                    "feed `{name}` needs a source: `source`, `command`, `sqlite` + `query` or `database_url_env` + `query`"
+                )));
+            }
+            (_, _, _, Some(_)) => {
+                return Err(self.err(format!(
+                    "feed `{name}`: `database_url_env` excludes `source`, `command` and `sqlite`: set only one"
                 )));
             }
             _ => {
@@ -162,13 +209,31 @@ impl<'a> Resolver<'a> {
                 )));
             }
         };
-        if f.query.is_some() && !matches!(source, SourceSpec::Sqlite { .. }) {
-            return Err(self.err(format!("`{}` only goes with `sqlite`", at("query"))));
-        }
-        if f.format.is_some() && matches!(source, SourceSpec::Sqlite { .. }) {
+        let rows = matches!(
+            source,
+            SourceSpec::Sqlite { .. } | SourceSpec::Database { .. }
+        );
+        if f.query.is_some() && !rows {
             return Err(self.err(format!(
-                "`{}` does not apply to an sqlite source (rows are items)",
-                at("format")
+                "`{}` only goes with `sqlite` or `database_url_env`",
+                at("query")
+            )));
+        }
+        if f.json_columns.is_some() && !matches!(source, SourceSpec::Database { .. }) {
+            return Err(self.err(format!(
+                "`{}` only goes with `database_url_env`",
+                at("json_columns")
+            )));
+        }
+        if f.format.is_some() && rows {
+            return Err(self.err(format!(
+                "`{}` does not apply to {} (rows are items)",
+                at("format"),
+                if matches!(source, SourceSpec::Sqlite { .. }) {
+                    "an sqlite source"
+                } else {
+                    "a database source"
+                }
             )));
         }
         let http = matches!(source, SourceSpec::Http(_));
@@ -206,7 +271,7 @@ impl<'a> Resolver<'a> {
                     at("format")
                 )));
             }
-            (None, SourceSpec::Sqlite { .. }) => None,
+            (None, SourceSpec::Sqlite { .. } | SourceSpec::Database { .. }) => None,
         };
 
         let key = f
@@ -326,6 +391,21 @@ impl<'a> Resolver<'a> {
             retry_max_secs: max as u64,
         })
     }
+}
+
+/// Whether `s` starts with a database URL's scheme (`mysql://`, …).
+fn database_scheme(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    ["mysql://", "mariadb://", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+}
+
+/// A name an environment variable can have in a shell's `export`.
+fn valid_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A field name or a dotted path into nested objects: no empty segment.

@@ -8,23 +8,30 @@
 //!
 //! Each kind is one file behind the one interface, [`Kind`]: how to open
 //! it, and how `doctor` checks it. [`kind`] is where kinds are registered;
-//! a new kind is one file and one line there.
+//! a new kind is one file and one line there. A database kind is picked by
+//! its URL's scheme ([`dburl`]); the URL is read from the environment by
+//! the commands that read sources, before they start
+//! ([`check_environment`]), so a missing one changes nothing.
 //!
 //! Every source but a file is read under a [`Deadline`]
 //! (`source_timeout_secs`, guarantee 8), so a source that trickles or
 //! never ends cannot hold the run, and with it the lock, for ever.
 
 mod command;
+pub mod dburl;
 mod deadline;
 mod file;
 mod http;
+mod mysql;
 pub mod rows;
 mod sqlite;
+pub mod values;
 
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+pub use dburl::DbUrl;
 pub use deadline::{Deadline, Watchdog};
 pub use file::SourceFile;
 pub use http::format_from_content_type;
@@ -34,14 +41,55 @@ use crate::error::{Error, Result};
 use crate::format::Splitter;
 
 /// The registry of source kinds: the one place that maps a feed's
-/// configured source to the code that reads it.
-pub fn kind(spec: &SourceSpec) -> Box<dyn Kind + '_> {
-    match spec {
+/// configured source to the code that reads it. A database source's URL
+/// is read from the environment here; unset, malformed or of a scheme no
+/// kind reads, it is a config error naming the variable.
+pub fn kind(feed: &Feed) -> Result<Box<dyn Kind + '_>> {
+    Ok(match &feed.source {
         SourceSpec::File(path) => Box::new(file::FileSource { path }),
         SourceSpec::Http(url) => Box::new(http::HttpSource { url }),
         SourceSpec::Command(command) => Box::new(command::CommandSource { command }),
         SourceSpec::Sqlite { db, query } => Box::new(sqlite::SqliteSource { db, query }),
+        SourceSpec::Database {
+            url_env,
+            query,
+            json_columns,
+        } => {
+            let url = DbUrl::from_env(url_env, &feed.name)?;
+            let refuse = |why: String| {
+                Error::config(format!(
+                    "environment variable {url_env} (named by feeds.{}.database_url_env) {why}",
+                    feed.name
+                ))
+            };
+            match url.scheme.as_str() {
+                "mysql" | "mariadb" => {
+                    Box::new(mysql::MysqlSource::new(url, query, json_columns).map_err(refuse)?)
+                }
+                "postgres" | "postgresql" => {
+                    return Err(refuse(format!(
+                        "holds a {}:// URL, which is not supported by this build",
+                        url.scheme
+                    )));
+                }
+                other => {
+                    return Err(refuse(format!(
+                        "holds a {other}:// URL: use mysql://, mariadb://, postgres:// or postgresql://"
+                    )));
+                }
+            }
+        }
+    })
+}
+
+/// Checks, before a command that reads sources starts, what its feeds'
+/// sources need from the environment (a database source's URL), so a
+/// missing one is a config error (exit 2) with nothing read or sent.
+pub fn check_environment<'a>(feeds: impl IntoIterator<Item = &'a Feed>) -> Result<()> {
+    for feed in feeds {
+        kind(feed)?;
     }
+    Ok(())
 }
 
 /// One kind of source. A byte-stream kind (file, HTTP, command) opens a
@@ -145,7 +193,7 @@ pub struct Broken {
 impl Source {
     /// Opens a feed's source for one read under `source_timeout_secs`.
     pub fn open(feed: &Feed, cx: &Context<'_>) -> Result<Opened> {
-        kind(&feed.source).open(feed, cx, Deadline::after(cx.timeout))
+        kind(feed)?.open(feed, cx, Deadline::after(cx.timeout))
     }
 
     /// `doctor`'s check of a feed's source; changes nothing.
@@ -154,7 +202,10 @@ impl Source {
         cx: &Context<'_>,
         max_record_bytes: usize,
     ) -> std::result::Result<Health, Broken> {
-        let kind = kind(&feed.source);
+        let kind = kind(feed).map_err(|error| Broken {
+            error,
+            fix: "set the environment variable as the message says".into(),
+        })?;
         kind.check(feed, cx, max_record_bytes)
             .map_err(|error| Broken {
                 error,

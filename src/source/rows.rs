@@ -3,13 +3,15 @@
 //! stream like NDJSON lines and memory does not grow with the result.
 //! A kind says only how to run its query and what each value is
 //! ([`Rows`]); the columns' checks, the records, the row numbers in
-//! messages and the deadline's verdict are written here once.
+//! messages, `json_columns` and the deadline's verdict are written here
+//! once (and what each kind of value becomes, in [`super::values`]).
 
 use std::io::{self, BufWriter, PipeWriter, Write};
 use std::thread::JoinHandle;
 
 use serde_json::{Map, Value};
 
+use super::values::{self, JsonColumns};
 use super::{Deadline, End, Finish, Opened, Source};
 use crate::config::Format;
 use crate::error::{Error, Result};
@@ -22,6 +24,20 @@ pub trait Rows: Send + 'static {
     /// a watchdog ([`Deadline::watch`]) that stops the query, on the server
     /// for a database server.
     fn run(self, deadline: &Deadline, out: &mut RowWriter) -> Result<(), RowError>;
+
+    /// The columns whose text values are JSON documents (`json_columns`).
+    fn json_columns(&self) -> JsonColumns {
+        JsonColumns::default()
+    }
+}
+
+/// One column of a result as a kind describes it.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// The server types it JSON, so its values are documents already and
+    /// `json_columns` does not parse them again.
+    pub typed_json: bool,
 }
 
 /// Why a query's rows could not all become records.
@@ -51,6 +67,8 @@ impl RowError {
             RowError::Write(e) if e.kind() == io::ErrorKind::BrokenPipe => None,
             RowError::Write(e) => Some(Error::source(format!("{place}: {e}"))),
             RowError::Query(e) => Some(Error::source(format!("{place}: {e}"))),
+            // Before the first row: the result's shape, not a row, is wrong.
+            RowError::Bad(why) if rows == 0 => Some(Error::source(format!("{place}: {why}"))),
             RowError::Bad(why) => Some(Error::source(format!("{place}: row {rows}: {why}"))),
         }
     }
@@ -68,15 +86,24 @@ pub fn check_columns(names: &[String]) -> Result<(), RowError> {
     Ok(())
 }
 
+/// Checks a result's columns as records need them: no name twice, and
+/// every column `json` names present. (A database kind's `doctor` check
+/// calls it on the prepared statement's columns.)
+pub fn check_result(names: &[String], json: &JsonColumns) -> Result<(), RowError> {
+    check_columns(names)?;
+    json.check(names).map_err(RowError::Bad)
+}
+
 /// Opens a rows kind: runs it in a thread, behind a pipe of NDJSON records.
 /// `place` is how messages name the source (`sqlite shop.db`).
 pub fn stream<R: Rows>(place: String, rows: R, deadline: Deadline) -> Result<Opened> {
     let (reader, writer) = io::pipe().map_err(|e| Error::source(format!("{place}: {e}")))?;
     let reader = deadline.reader(reader);
     let named = place.clone();
+    let json = rows.json_columns();
     let thread = std::thread::spawn(move || {
         let place = named;
-        let mut out = RowWriter::new(writer);
+        let mut out = RowWriter::new(writer, json);
         let result = rows.run(&deadline, &mut out).and_then(|()| out.flush());
         let n = out.rows;
         // The reader sees the end of the stream now, not when we return.
@@ -120,20 +147,25 @@ impl Finish for Query {
 pub struct RowWriter {
     out: Box<dyn Write + Send>,
     names: Vec<String>,
+    json: JsonColumns,
+    /// Per column: its text values are parsed as JSON.
+    parse: Vec<bool>,
     /// Rows begun so far: the row a [`RowError::Bad`] was found in.
     rows: u64,
     line: Vec<u8>,
 }
 
 impl RowWriter {
-    fn new(out: PipeWriter) -> RowWriter {
-        RowWriter::to(Box::new(out))
+    fn new(out: PipeWriter, json: JsonColumns) -> RowWriter {
+        RowWriter::to(Box::new(out), json)
     }
 
-    fn to(out: Box<dyn Write + Send>) -> RowWriter {
+    fn to(out: Box<dyn Write + Send>, json: JsonColumns) -> RowWriter {
         RowWriter {
             out: Box::new(BufWriter::with_capacity(1 << 16, out)),
             names: Vec::new(),
+            json,
+            parse: Vec::new(),
             rows: 0,
             line: Vec::with_capacity(1024),
         }
@@ -142,9 +174,34 @@ impl RowWriter {
     /// The result's column names, which become the records' fields; a
     /// name given twice is an error.
     pub fn columns(&mut self, names: Vec<String>) -> Result<(), RowError> {
-        check_columns(&names)?;
+        self.typed_columns(
+            names
+                .into_iter()
+                .map(|name| Column {
+                    name,
+                    typed_json: false,
+                })
+                .collect(),
+        )
+    }
+
+    /// The result's columns, with what the server says of their types;
+    /// checked as [`check_result`] does.
+    pub fn typed_columns(&mut self, columns: Vec<Column>) -> Result<(), RowError> {
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        check_result(&names, &self.json)?;
+        self.parse = columns
+            .iter()
+            .map(|c| !c.typed_json && self.json.names(&c.name))
+            .collect();
         self.names = names;
         Ok(())
+    }
+
+    /// Whether column `i`'s text values are parsed as JSON documents (so
+    /// a kind gives them as text, a binary string included).
+    pub fn parses_json(&self, i: usize) -> bool {
+        self.parse.get(i).copied().unwrap_or(false)
     }
 
     /// Writes one row as a record; `value(i, name)` gives the value of
@@ -156,7 +213,13 @@ impl RowWriter {
         self.rows += 1;
         let mut obj = Map::with_capacity(self.names.len());
         for (i, name) in self.names.iter().enumerate() {
-            obj.insert(name.clone(), value(i, name)?);
+            let v = match value(i, name)? {
+                Value::String(text) if self.parse[i] => {
+                    values::json_text(name, &text).map_err(RowError::Bad)?
+                }
+                v => v,
+            };
+            obj.insert(name.clone(), v);
         }
         self.line.clear();
         serde_json::to_writer(&mut self.line, &obj).expect("writing to memory");
@@ -191,7 +254,7 @@ mod tests {
     #[test]
     fn rows_become_one_record_a_line_with_the_columns_as_fields() {
         let bytes = Shared::default();
-        let mut out = RowWriter::to(Box::new(bytes.clone()));
+        let mut out = RowWriter::to(Box::new(bytes.clone()), JsonColumns::default());
         out.columns(vec!["sku".into(), "qty".into()]).unwrap();
         out.row(|i, _| Ok(if i == 0 { "A".into() } else { 3.into() }))
             .unwrap();
@@ -208,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_column_named_twice_is_refused_before_any_row() {
-        let mut out = RowWriter::to(Box::new(io::sink()));
+        let mut out = RowWriter::to(Box::new(io::sink()), JsonColumns::default());
         let e = out
             .columns(vec!["sku".into(), "name".into(), "sku".into()])
             .unwrap_err();
@@ -217,5 +280,56 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(out.rows, 0);
+    }
+
+    #[test]
+    fn json_columns_are_parsed_unless_the_server_typed_them_json() {
+        let bytes = Shared::default();
+        let json = JsonColumns::new(&["attrs".into(), "doc".into()]);
+        let mut out = RowWriter::to(Box::new(bytes.clone()), json.clone());
+        let col = |name: &str, typed_json| Column {
+            name: name.into(),
+            typed_json,
+        };
+        out.typed_columns(vec![
+            col("sku", false),
+            col("attrs", false),
+            col("doc", true),
+        ])
+        .unwrap();
+        assert!(!out.parses_json(0) && out.parses_json(1) && !out.parses_json(2));
+        let row = |attrs: &'static str| {
+            move |i: usize, _: &str| {
+                Ok(match i {
+                    0 => Value::from("A"),
+                    1 => Value::from(attrs),
+                    _ => Value::from("typed"),
+                })
+            }
+        };
+        out.row(row(r#"{"color":"red"}"#)).unwrap();
+        out.row(row("")).unwrap();
+        let e = out.row(row("{oops")).unwrap_err();
+        let e = e
+            .into_error("mysql://shop:***@db/shop", 3)
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("row 3") && e.contains("`attrs`") && e.contains("JSON"),
+            "{e}"
+        );
+        out.flush().unwrap();
+        let text = String::from_utf8(bytes.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "{\"attrs\":{\"color\":\"red\"},\"doc\":\"typed\",\"sku\":\"A\"}\n{\"attrs\":null,\"doc\":\"typed\",\"sku\":\"A\"}\n"
+        );
+
+        let mut out = RowWriter::to(Box::new(io::sink()), json);
+        let e = out
+            .columns(vec!["sku".into(), "attributes".into()])
+            .unwrap_err();
+        let e = e.into_error("db", 0).unwrap().to_string();
+        assert!(e.contains("`attrs`") && !e.contains("row"), "{e}");
     }
 }

@@ -278,4 +278,5 @@ impl Env {
     }
 }
 
+pub mod db;
 pub mod pg;

@@ -1,0 +1,193 @@
+//! The JSON form of database values, written once for every database
+//! server kind (DESIGN.md, "Database sources"): what a float, a decimal,
+//! a date or a time becomes is decided here, so MySQL and PostgreSQL
+//! agree, and a driver change (text protocol or binary, micro- or
+//! nanoseconds) never changes a value, and with it a hash.
+
+use serde_json::{Number, Value};
+
+/// A double: the shortest decimal that reads back as the same value;
+/// NaN and the infinities, which JSON has no number for, as strings.
+pub fn double(f: f64) -> Value {
+    match Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None => non_finite(f),
+    }
+}
+
+/// A single-precision float: the shortest decimal that reads back as the
+/// same `f32` (`FLOAT` 1.1 is `1.1`, not the `1.100000023841858` its
+/// widening to a double would print).
+pub fn float(f: f32) -> Value {
+    if !f.is_finite() {
+        return non_finite(f64::from(f));
+    }
+    // `Display` writes the shortest decimal that round-trips as an f32;
+    // that decimal read as an f64 prints back the same digits.
+    let shortest: f64 = f.to_string().parse().expect("a float's own digits parse");
+    double(shortest)
+}
+
+fn non_finite(f: f64) -> Value {
+    Value::String(
+        if f.is_nan() {
+            "NaN"
+        } else if f > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        }
+        .into(),
+    )
+}
+
+/// `.fraction` of a second from nanoseconds, without trailing zeros, and
+/// nothing at all when zero.
+pub fn fraction(nanos: u32) -> String {
+    if nanos == 0 {
+        return String::new();
+    }
+    let digits = format!(".{nanos:09}");
+    digits.trim_end_matches('0').to_string()
+}
+
+/// `YYYY-MM-DD`.
+pub fn date(year: i32, month: u32, day: u32) -> String {
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// `[-]HH:MM:SS[.fraction]`, hours past 24 included (MySQL's `TIME`
+/// spans ±838 hours).
+pub fn time(negative: bool, hours: u64, minutes: u32, seconds: u32, nanos: u32) -> String {
+    format!(
+        "{}{hours:02}:{minutes:02}:{seconds:02}{}",
+        if negative { "-" } else { "" },
+        fraction(nanos)
+    )
+}
+
+/// A date and time without a zone: `YYYY-MM-DDTHH:MM:SS[.fraction]`.
+pub fn datetime(date: (i32, u32, u32), time: (u32, u32, u32), nanos: u32) -> String {
+    let (y, mo, d) = date;
+    let (h, mi, s) = time;
+    format!(
+        "{}T{h:02}:{mi:02}:{s:02}{}",
+        self::date(y, mo, d),
+        fraction(nanos)
+    )
+}
+
+/// An instant in UTC: RFC 3339 with `Z`.
+pub fn instant(date: (i32, u32, u32), time: (u32, u32, u32), nanos: u32) -> String {
+    let mut s = datetime(date, time, nanos);
+    s.push('Z');
+    s
+}
+
+/// The columns a feed names in `json_columns`, whose text values are JSON
+/// documents.
+#[derive(Debug, Clone, Default)]
+pub struct JsonColumns(Vec<String>);
+
+impl JsonColumns {
+    pub fn new(names: &[String]) -> JsonColumns {
+        JsonColumns(names.to_vec())
+    }
+
+    /// Whether `column` is named.
+    pub fn names(&self, column: &str) -> bool {
+        self.0.iter().any(|n| n == column)
+    }
+
+    /// Every named column must be in the result: a name it lacks (a typo,
+    /// an alias changed) would otherwise silently send text.
+    pub fn check(&self, columns: &[String]) -> Result<(), String> {
+        match self.0.iter().find(|n| !columns.contains(n)) {
+            Some(missing) => Err(format!(
+                "`json_columns` names `{missing}`, which the query does not return (it returns {})",
+                columns
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The JSON document in a text value of column `column`: an empty string
+/// is `null`; text that is not JSON is an error naming the column (the
+/// caller adds the row).
+pub fn json_text(column: &str, text: &str) -> Result<Value, String> {
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text)
+        .map_err(|e| format!("column `{column}` (in `json_columns`) is not valid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn floats_are_the_shortest_decimal_that_reads_back() {
+        assert_eq!(float(1.1).to_string(), "1.1");
+        assert_eq!(float(0.1).to_string(), "0.1");
+        assert_eq!(float(16_777_216.0).to_string(), "16777216.0");
+        // The digits are the f32's shortest ones, read as a double.
+        assert_eq!(float(1e30), json!(1e30));
+        assert_eq!(float(-3.4028235e38), json!(-3.4028235e38));
+        assert_eq!(float(1e-45), json!(1e-45));
+        assert_eq!(double(1.1).to_string(), "1.1");
+        assert_eq!(double(0.1 + 0.2).to_string(), "0.30000000000000004");
+        assert_eq!(double(f64::MAX), json!(f64::MAX));
+        for (v, s) in [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ] {
+            assert_eq!(double(v), json!(s));
+            assert_eq!(float(v as f32), json!(s));
+        }
+    }
+
+    #[test]
+    fn fractions_have_no_trailing_zeros() {
+        assert_eq!(fraction(0), "");
+        assert_eq!(fraction(500_000_000), ".5");
+        assert_eq!(fraction(120_000), ".00012");
+        assert_eq!(fraction(123_456_000), ".123456");
+        assert_eq!(fraction(1), ".000000001");
+        assert_eq!(time(false, 838, 59, 59, 0), "838:59:59");
+        assert_eq!(time(true, 1, 2, 3, 250_000_000), "-01:02:03.25");
+        assert_eq!(date(7, 1, 2), "0007-01-02");
+        assert_eq!(
+            datetime((2024, 2, 29), (23, 59, 58), 100_000_000),
+            "2024-02-29T23:59:58.1"
+        );
+        assert_eq!(instant((1970, 1, 1), (0, 0, 0), 0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn json_columns_parse_text_and_name_what_is_wrong() {
+        assert_eq!(json_text("a", "").unwrap(), Value::Null);
+        assert_eq!(
+            json_text("a", r#"{"color": "red", "n": [1, 2]}"#).unwrap(),
+            json!({"color": "red", "n": [1, 2]})
+        );
+        assert_eq!(json_text("a", "\"x\"").unwrap(), json!("x"));
+        let e = json_text("attributes", "{color: red}").unwrap_err();
+        assert!(
+            e.contains("`attributes`") && e.contains("not valid JSON"),
+            "{e}"
+        );
+        let named = JsonColumns::new(&["attributes".into()]);
+        assert!(named.names("attributes") && !named.names("sku"));
+        named.check(&["sku".into(), "attributes".into()]).unwrap();
+        let e = named.check(&["sku".into(), "attrs".into()]).unwrap_err();
+        assert!(e.contains("`attributes`") && e.contains("`attrs`"), "{e}");
+    }
+}
