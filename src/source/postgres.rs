@@ -414,9 +414,7 @@ fn decode(ty: &Type, raw: &[u8]) -> std::result::Result<Value, String> {
             Some((1, doc)) => json(doc)?,
             _ => return Err("unknown jsonb format version".into()),
         },
-        Type::BYTEA => base64::engine::general_purpose::STANDARD
-            .encode(raw)
-            .into(),
+        Type::BYTEA => base64::engine::general_purpose::STANDARD.encode(raw).into(),
         Type::DATE => date(i32::from_be_bytes(fixed(raw)?))?,
         Type::TIME => time_of_day(i64::from_be_bytes(fixed(raw)?))?.into(),
         Type::TIMESTAMP => timestamp(i64::from_be_bytes(fixed(raw)?), false)?,
@@ -655,10 +653,7 @@ mod tests {
         assert_eq!(numeric(&num(0, 0xF000, 0, &[])).unwrap(), "-Infinity");
         // 40 digits, more than any fixed-size decimal holds.
         let digits: Vec<u16> = vec![1234; 10];
-        assert_eq!(
-            numeric(&num(9, 0, 0, &digits)).unwrap(),
-            "1234".repeat(10)
-        );
+        assert_eq!(numeric(&num(9, 0, 0, &digits)).unwrap(), "1234".repeat(10));
     }
 
     #[test]

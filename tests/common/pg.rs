@@ -162,8 +162,7 @@ fn find_bin() -> Option<PathBuf> {
             let e = e.ok()?;
             let version: u32 = e.file_name().to_str()?.parse().ok()?;
             let bin = e.path().join("bin");
-            (bin.join("initdb").exists() && bin.join("postgres").exists())
-                .then_some((version, bin))
+            (bin.join("initdb").exists() && bin.join("postgres").exists()).then_some((version, bin))
         })
         .collect();
     found.sort();

@@ -182,7 +182,11 @@ fn inserts_updates_and_deletes_are_sent_and_nothing_changed_sends_nothing() {
 
     let requests = receiver.request_count();
     env.run(&["sync"]).assert_code(0);
-    assert_eq!(receiver.request_count(), requests, "nothing changed, nothing sent");
+    assert_eq!(
+        receiver.request_count(),
+        requests,
+        "nothing changed, nothing sent"
+    );
 
     db.exec(
         "UPDATE p SET price = 1.20 WHERE sku = 'A';
@@ -210,7 +214,10 @@ fn inserts_updates_and_deletes_are_sent_and_nothing_changed_sends_nothing() {
 #[test]
 fn an_emptied_table_trips_the_mass_delete_guard() {
     let Some(db) = pg::database() else { return };
-    catalog(&db, &[("A", "a", "1", 1), ("B", "b", "2", 2), ("C", "c", "3", 3)]);
+    catalog(
+        &db,
+        &[("A", "a", "1", 1), ("B", "b", "2", 2), ("C", "c", "3", 3)],
+    );
     let receiver = Receiver::start();
     let env = shop_env(&receiver, pg_feed(CATALOG_QUERY, &["sku"]), &db.url());
     env.run(&["sync"]).assert_code(0);
@@ -218,7 +225,11 @@ fn an_emptied_table_trips_the_mass_delete_guard() {
     receiver.clear_requests();
     env.run(&["sync"]).assert_code(6);
     assert!(receiver.sent_ops("p").is_empty());
-    assert_eq!(env.count_via_cli("p", "sent"), 3, "nothing was marked deleted");
+    assert_eq!(
+        env.count_via_cli("p", "sent"),
+        3,
+        "nothing was marked deleted"
+    );
 }
 
 #[test]
@@ -234,8 +245,16 @@ fn a_wrong_password_is_exit_3_and_no_password_is_shown_or_stored() {
     );
     let run = env.run(&["sync"]);
     run.assert_code(3);
-    assert!(run.stderr.contains("password authentication failed"), "{}", run.stderr);
-    assert!(run.stderr.contains("***"), "the URL is shown redacted: {}", run.stderr);
+    assert!(
+        run.stderr.contains("password authentication failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("***"),
+        "the URL is shown redacted: {}",
+        run.stderr
+    );
     assert_nowhere(&env, &run, wrong);
     assert_eq!(receiver.request_count(), 0);
 
@@ -288,8 +307,16 @@ fn a_server_that_is_down_is_exit_3_naming_it() {
     let env = shop_env(&receiver, pg_feed(CATALOG_QUERY, &["sku"]), &url);
     let run = env.run(&["sync"]);
     run.assert_code(3);
-    assert!(run.stderr.contains(&format!("127.0.0.1:{port}")), "{}", run.stderr);
-    assert!(run.stderr.to_lowercase().contains("refused"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.to_lowercase().contains("refused"),
+        "{}",
+        run.stderr
+    );
     assert_nowhere(&env, &run, pg::PASSWORD_IN_URL);
     assert!(env.dump().is_empty());
 }
@@ -299,13 +326,25 @@ fn a_column_of_an_unmapped_type_is_named_with_its_type_and_a_cast() {
     let Some(db) = pg::database() else { return };
     db.exec("CREATE TABLE p (sku text, wait interval, spots point[]); INSERT INTO p VALUES ('A', '1 day', '{}')");
     let receiver = Receiver::start();
-    let env = shop_env(&receiver, pg_feed("SELECT sku, wait FROM p", &["sku"]), &db.url());
+    let env = shop_env(
+        &receiver,
+        pg_feed("SELECT sku, wait FROM p", &["sku"]),
+        &db.url(),
+    );
     let run = env.run(&["sync"]);
     run.assert_code(3);
     for needle in ["`wait`", "`interval`", "wait::text"] {
-        assert!(run.stderr.contains(needle), "`{needle}` not in {}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "`{needle}` not in {}",
+            run.stderr
+        );
     }
-    let env = shop_env(&receiver, pg_feed("SELECT sku, spots FROM p", &["sku"]), &db.url());
+    let env = shop_env(
+        &receiver,
+        pg_feed("SELECT sku, spots FROM p", &["sku"]),
+        &db.url(),
+    );
     let run = env.run(&["sync"]);
     run.assert_code(3);
     assert!(run.stderr.contains("`point[]`"), "{}", run.stderr);
@@ -349,7 +388,10 @@ fn a_query_that_writes_fails_and_the_table_is_unchanged() {
             run.stderr
         );
     }
-    assert_eq!(db.text("SELECT string_agg(sku || qty, ',' ORDER BY sku) FROM p"), "A1,B2");
+    assert_eq!(
+        db.text("SELECT string_agg(sku || qty, ',' ORDER BY sku) FROM p"),
+        "A1,B2"
+    );
     assert_eq!(db.text("SELECT last_value::text FROM s"), "1");
     assert_eq!(db.text("SELECT is_called::text FROM s"), "false");
     assert_eq!(receiver.request_count(), 0);
@@ -360,7 +402,11 @@ fn a_unix_socket_url_reads_the_same_rows() {
     let Some(db) = pg::database() else { return };
     catalog(&db, &[("A", "apple", "1.00", 3)]);
     let receiver = Receiver::start();
-    let env = shop_env(&receiver, pg_feed(CATALOG_QUERY, &["sku"]), &db.socket_url());
+    let env = shop_env(
+        &receiver,
+        pg_feed(CATALOG_QUERY, &["sku"]),
+        &db.socket_url(),
+    );
     env.run(&["sync"]).assert_code(0);
     assert_eq!(
         receiver.catalog("p")["A"],
@@ -381,14 +427,24 @@ fn doctor_prepares_the_query_without_running_it_and_names_what_is_wrong() {
     env.run(&["sync"]).assert_code(3);
 
     for (query, needles) in [
-        ("SELECT sku FROM nope", &["source p", "\"nope\" does not exist"][..]),
-        ("SELECT sku, '1 day'::interval AS wait FROM p", &["source p", "`interval`", "wait::text"]),
+        (
+            "SELECT sku FROM nope",
+            &["source p", "\"nope\" does not exist"][..],
+        ),
+        (
+            "SELECT sku, '1 day'::interval AS wait FROM p",
+            &["source p", "`interval`", "wait::text"],
+        ),
         ("SELECT sku, sku FROM p", &["source p", "`sku` twice"]),
     ] {
         let env = shop_env(&receiver, pg_feed(query, &["sku"]), &db.url());
         let run = env.run(&["doctor"]);
         run.assert_code(1);
-        let problems: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("PROBLEM")).collect();
+        let problems: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("PROBLEM"))
+            .collect();
         assert_eq!(problems.len(), 1, "{}", run.stdout);
         for n in needles {
             assert!(problems[0].contains(n), "`{n}` not in {}", run.stdout);
@@ -402,7 +458,11 @@ fn doctor_prepares_the_query_without_running_it_and_names_what_is_wrong() {
     );
     let run = env.run(&["doctor"]);
     run.assert_code(1);
-    assert!(run.stdout.contains("password authentication failed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("password authentication failed"),
+        "{}",
+        run.stdout
+    );
     assert_nowhere(&env, &run, "not-it-4242");
 }
 
@@ -434,9 +494,11 @@ fn a_query_past_source_timeout_secs_is_cancelled_on_the_server() {
         "SELECT count(*)::text FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(600)%' AND state = 'active' AND pid <> pg_backend_pid()",
         db.name
     );
-    wait_for("the server to cancel the query", Duration::from_secs(30), || {
-        db.text(&sleeping) == "0"
-    });
+    wait_for(
+        "the server to cancel the query",
+        Duration::from_secs(30),
+        || db.text(&sleeping) == "0",
+    );
 }
 
 #[test]
@@ -470,7 +532,11 @@ fn a_server_that_accepts_and_never_answers_is_given_up_on_after_30_s() {
     done.send(()).unwrap();
     held.join().unwrap();
     assert_eq!(status.code(), Some(3), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("127.0.0.1:{port}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("within 30 s"), "{}", run.stderr);
 }
 
