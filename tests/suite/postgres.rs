@@ -388,6 +388,11 @@ fn a_query_that_writes_fails_and_the_table_is_unchanged() {
             run.stderr
         );
     }
+    // A statement that would end the transaction is not run at all.
+    let env = shop_env(&receiver, pg_feed("COMMIT", &["sku"]), &db.url());
+    let run = env.run(&["sync"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("returns no columns"), "{}", run.stderr);
     assert_eq!(
         db.text("SELECT string_agg(sku || qty, ',' ORDER BY sku) FROM p"),
         "A1,B2"
@@ -395,6 +400,45 @@ fn a_query_that_writes_fails_and_the_table_is_unchanged() {
     assert_eq!(db.text("SELECT last_value::text FROM s"), "1");
     assert_eq!(db.text("SELECT is_called::text FROM s"), "false");
     assert_eq!(receiver.request_count(), 0);
+}
+
+#[test]
+fn json_columns_parse_text_and_take_json_typed_columns_as_they_are() {
+    let Some(db) = pg::database() else { return };
+    db.exec(
+        "CREATE TABLE p (sku text, attrs text, doc jsonb, raw bytea);
+         INSERT INTO p VALUES ('A', '{\"color\": \"red\"}', '{\"n\": 1}', convert_to('[1, 2]', 'UTF8')),
+                              ('B', '', '\"text\"', NULL);",
+    );
+    let receiver = Receiver::start();
+    let query = "SELECT sku, attrs, doc, raw FROM p ORDER BY sku";
+    let feed = |columns: Vec<&str>| pg_feed(query, &["sku"]).with("json_columns", columns);
+    let env = shop_env(&receiver, feed(vec!["attrs", "doc", "raw"]), &db.url());
+    env.run(&["sync"]).assert_code(0);
+    let got = receiver.catalog("p");
+    assert_eq!(
+        got["A"],
+        json!({"sku": "A", "attrs": {"color": "red"}, "doc": {"n": 1}, "raw": [1, 2]})
+    );
+    // An empty text is null; a jsonb string stays a string.
+    assert_eq!(
+        got["B"],
+        json!({"sku": "B", "attrs": null, "doc": "text", "raw": null})
+    );
+
+    let before = env.dump();
+    db.exec("UPDATE p SET attrs = '{oops' WHERE sku = 'B'");
+    let run = env.run(&["sync"]);
+    run.assert_code(3);
+    for needle in ["row 2", "`attrs`", "not valid JSON"] {
+        assert!(run.stderr.contains(needle), "`{needle}` not in {}", run.stderr);
+    }
+    assert_eq!(env.dump(), before);
+
+    let env = shop_env(&receiver, feed(vec!["attributes"]), &db.url());
+    let run = env.run(&["sync"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("`attributes`"), "{}", run.stderr);
 }
 
 #[test]
