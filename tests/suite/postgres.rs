@@ -431,7 +431,11 @@ fn json_columns_parse_text_and_take_json_typed_columns_as_they_are() {
     let run = env.run(&["sync"]);
     run.assert_code(3);
     for needle in ["row 2", "`attrs`", "not valid JSON"] {
-        assert!(run.stderr.contains(needle), "`{needle}` not in {}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "`{needle}` not in {}",
+            run.stderr
+        );
     }
     assert_eq!(env.dump(), before);
 
