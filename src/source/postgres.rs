@@ -4,17 +4,20 @@
 //! The query runs in one `REPEATABLE READ READ ONLY` transaction, so it
 //! reads one snapshot and cannot change a table. Rows are streamed with
 //! `query_raw` (`query` would collect them all first) and each value is
-//! decoded here from PostgreSQL's binary format, so a value's JSON form is
-//! exactly what the table below says whatever the driver would make of it:
-//! `numeric` keeps every digit and its declared scale, a `float4` is its
-//! shortest decimal, a domain is its base type.
+//! decoded here from PostgreSQL's binary format into the forms of
+//! `source::values` (shared with MySQL), so a value's JSON is what
+//! DESIGN.md's table says whatever the driver would make of it: `numeric`
+//! keeps every digit and its declared scale, a `float4` is its shortest
+//! decimal, a domain is its base type.
 //!
 //! Time bounds: the driver's `connect_timeout` covers only the TCP connect,
 //! and a server that accepts but never answers would hold the handshake
 //! for ever, so the whole connection (TCP, startup, login) runs in a thread
-//! of its own that we wait for at most 30 s. Past that, the read is bounded
-//! by `source_timeout_secs`: a watchdog sends the server a cancel request
-//! at the deadline.
+//! of its own that we wait for at most 30 s. (The blocking client gives us
+//! no socket to close: a connection that overruns is left to its thread,
+//! which drops it if it ever completes, or to the end of the process.)
+//! Past that, the read is bounded by `source_timeout_secs`: a watchdog
+//! sends the server a cancel request at the deadline.
 
 use std::sync::mpsc;
 use std::time::Duration;
