@@ -21,7 +21,7 @@ use std::time::Duration;
 use base64::Engine;
 use mysql::consts::{ColumnFlags, ColumnType};
 use mysql::prelude::Queryable;
-use mysql::{Conn, Opts, OptsBuilder};
+use mysql::{Conn, Opts, OptsBuilder, SslOpts};
 use serde_json::Value;
 
 use super::dburl::DbUrl;
@@ -89,16 +89,44 @@ fn options(url: &DbUrl) -> std::result::Result<Opts, String> {
         .prefer_socket(false)
         .stmt_cache_size(Some(0))
         .init(vec!["SET time_zone = '+00:00'"]);
+    let mut mode = None;
+    let mut ca = None;
     for (key, value) in &url.params {
         match key.as_str() {
             "socket" => b = b.socket(Some(value.clone())),
+            "ssl-mode" => mode = Some(value.to_ascii_uppercase()),
+            "ssl-ca" => ca = Some(std::path::PathBuf::from(value)),
             other => {
                 return Err(format!(
-                    "its parameter `{other}` is not one feedsync knows for MySQL/MariaDB (it knows `socket`)"
+                    "its parameter `{other}` is not one feedsync knows for MySQL/MariaDB \
+                     (it knows `socket`, `ssl-mode` and `ssl-ca`)"
                 ));
             }
         }
     }
+    // MySQL's own `--ssl-mode` names; `ssl-ca` alone verifies the chain, as
+    // in MySQL's client. (A unix socket is never encrypted.)
+    let mode = mode.unwrap_or_else(|| {
+        if ca.is_some() {
+            "VERIFY_CA"
+        } else {
+            "DISABLED"
+        }
+        .into()
+    });
+    let tls = SslOpts::default().with_root_cert_path(ca);
+    b = b.ssl_opts(match mode.as_str() {
+        "DISABLED" => None,
+        "REQUIRED" => Some(tls.with_danger_accept_invalid_certs(true)),
+        "VERIFY_CA" => Some(tls.with_danger_skip_domain_validation(true)),
+        "VERIFY_IDENTITY" => Some(tls),
+        _ => {
+            return Err(
+                "its parameter `ssl-mode` must be DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY"
+                    .into(),
+            );
+        }
+    });
     Ok(b.into())
 }
 

@@ -151,7 +151,10 @@ pub fn mariadb() -> Option<&'static Mariadb> {
     static SERVER: OnceLock<Option<Mariadb>> = OnceLock::new();
     SERVER
         .get_or_init(|| {
-            if missing("MariaDB", &["mariadbd", "mariadb-install-db", "mariadb"]) {
+            if missing(
+                "MariaDB",
+                &["mariadbd", "mariadb-install-db", "mariadb", "openssl"],
+            ) {
                 return None;
             }
             Some(Mariadb::start())
@@ -193,6 +196,7 @@ impl Mariadb {
             String::from_utf8_lossy(&install.stdout),
             String::from_utf8_lossy(&install.stderr)
         );
+        certificates(&dir);
         let socket = dir.join("mysqld.sock");
         let port = free_port();
         let log = dir.join("error.log");
@@ -205,6 +209,9 @@ impl Mariadb {
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", log.display()))
             .arg(format!("--tmpdir={}", dir.display()))
+            .arg(format!("--ssl-ca={}", dir.join("ca.pem").display()))
+            .arg(format!("--ssl-cert={}", dir.join("server.pem").display()))
+            .arg(format!("--ssl-key={}", dir.join("server.key").display()))
             .args(user_arg)
             .args([
                 "--bind-address=127.0.0.1",
@@ -304,6 +311,11 @@ impl Mariadb {
             .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"))
     }
 
+    /// The CA that signed the server's TLS certificate (for 127.0.0.1).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
     /// The server's folder (its error log is `error.log` there).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -312,6 +324,70 @@ impl Mariadb {
     pub fn pid(&self) -> u32 {
         self.pid
     }
+}
+
+/// A throwaway CA (`ca.pem`) and a server certificate for 127.0.0.1
+/// signed by it (`server.pem`, `server.key`) in `dir`, so the server
+/// speaks TLS and a client can verify it.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new(find_binary("openssl").unwrap())
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=feedsync test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "3",
+        "-extfile",
+        "san.ext",
+    ]);
 }
 
 /// One test's database on the run's MariaDB.

@@ -442,10 +442,71 @@ fn a_unix_socket_url_reads_the_same_rows() {
     let db = database!("socket");
     products(&db);
     let receiver = Receiver::start();
-    let env = install(&receiver, p(PRODUCTS), &db.socket_url());
+    let url = db.socket_url().replace("mysql://", "mariadb://");
+    let env = install(&receiver, p(PRODUCTS), &url);
     env.run(&["sync"]).assert_code(0);
     assert_eq!(receiver.catalog("p").len(), 3);
     assert_eq!(receiver.catalog("p")["C"]["price"], "10.25");
+}
+
+#[test]
+fn tls_is_used_and_verified_as_ssl_mode_says() {
+    let db = database!("tls");
+    products(&db);
+    let query = "SELECT sku, (SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS
+                              WHERE VARIABLE_NAME = 'Ssl_version') AS tls FROM products";
+    let receiver = Receiver::start();
+    let ca = db.server.ca();
+    let tls = |params: &str| install(&receiver, p(query), &format!("{}?{params}", db.url()));
+    for params in [
+        format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", ca.display()),
+        format!("ssl-ca={}", ca.display()),
+        "ssl-mode=required".to_string(),
+    ] {
+        let env = tls(&params);
+        env.run(&["sync"]).assert_code(0);
+        let version = receiver.catalog("p")["A"]["tls"].clone();
+        assert!(
+            version.as_str().is_some_and(|v| v.starts_with("TLSv1.")),
+            "{params}: {version}"
+        );
+    }
+    // Plain by default.
+    let env = install(&receiver, p(query), &db.url());
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p")["A"]["tls"], "");
+    // A certificate that does not verify is a source error.
+    let run = tls("ssl-mode=VERIFY_IDENTITY").run(&["sync"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    let run = tls("ssl-mode=sometimes").run(&["sync"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("`ssl-mode`"), "{}", run.stderr);
+}
+
+#[test]
+fn a_row_larger_than_max_record_bytes_is_refused_naming_it() {
+    let db = database!("bigrow");
+    products(&db);
+    let receiver = Receiver::start();
+    let mut env = Env::new();
+    env.write_config(
+        &ConfigBuilder::one_feed(
+            &receiver.url("/in/{feed}"),
+            p("SELECT sku, IF(sku = 'B', REPEAT('x', 5000), name) AS name FROM products ORDER BY sku"),
+        )
+        .top("max_record_bytes", 2048),
+    );
+    env.set_env(VAR, &db.url());
+    let run = env.run(&["sync"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("record 2"), "{}", run.stderr);
+    assert!(run.stderr.contains("max_record_bytes"), "{}", run.stderr);
+    assert!(env.dump().is_empty());
 }
 
 #[test]
@@ -567,6 +628,35 @@ fn an_unset_or_foreign_url_variable_is_exit_2_naming_it_before_anything_runs() {
         let runs = env.run(&["runs", "--json"]);
         assert_eq!(runs.json()["runs"], json!([]), "{}", runs.stdout);
     }
+    // The daemon checks before its first minute (bounded: killed if not).
+    env.envs.retain(|(k, _)| k != VAR);
+    let mut daemon = env
+        .command(&["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    for _ in 0..500 {
+        exited = daemon.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if exited.is_none() {
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+    }
+    let mut stderr = String::new();
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(exited.and_then(|s| s.code()), Some(2), "{stderr}");
+    assert!(stderr.contains(VAR), "{stderr}");
     assert_eq!(receiver.request_count(), 0);
     // Commands that read no source do not need it.
     env.run(&["status"]).assert_code(0);
