@@ -299,7 +299,10 @@ fn answer(request_line: &str, body: &[u8]) -> (&'static str, String) {
                 }
             })
             .collect();
-        let answer = format!(r#"{{"took":1,"errors":false,"items":[{}]}}"#, items.join(","));
+        let answer = format!(
+            r#"{{"took":1,"errors":false,"items":[{}]}}"#,
+            items.join(",")
+        );
         return ("200 OK", answer);
     }
     if path.contains("/documents/import") {
@@ -316,13 +319,17 @@ fn answer(request_line: &str, body: &[u8]) -> (&'static str, String) {
         let uid = TASKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return (
             "202 Accepted",
-            format!(r#"{{"taskUid":{uid},"indexUid":"p","status":"enqueued","type":"documentAdditionOrUpdate","enqueuedAt":"2026-12-01T00:00:00Z"}}"#),
+            format!(
+                r#"{{"taskUid":{uid},"indexUid":"p","status":"enqueued","type":"documentAdditionOrUpdate","enqueuedAt":"2026-12-01T00:00:00Z"}}"#
+            ),
         );
     }
     if let Some(uid) = path.strip_prefix("/tasks/") {
         return (
             "200 OK",
-            format!(r#"{{"uid":{uid},"indexUid":"p","status":"succeeded","type":"documentAdditionOrUpdate","error":null}}"#),
+            format!(
+                r#"{{"uid":{uid},"indexUid":"p","status":"succeeded","type":"documentAdditionOrUpdate","error":null}}"#
+            ),
         );
     }
     ("200 OK", "{}".into())

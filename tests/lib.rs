@@ -20,6 +20,7 @@ mod suite {
     mod meilisearch;
     mod monitoring;
     mod ops;
+    mod postgres;
     mod receiver_selftest;
     mod sources;
     mod sync;

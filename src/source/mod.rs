@@ -23,6 +23,7 @@ mod deadline;
 mod file;
 mod http;
 mod mysql;
+mod postgres;
 pub mod rows;
 mod sqlite;
 pub mod values;
@@ -66,12 +67,9 @@ pub fn kind(feed: &Feed) -> Result<Box<dyn Kind + '_>> {
                 "mysql" | "mariadb" => {
                     Box::new(mysql::MysqlSource::new(url, query, json_columns).map_err(refuse)?)
                 }
-                "postgres" | "postgresql" => {
-                    return Err(refuse(format!(
-                        "holds a {}:// URL, which is not supported by this build",
-                        url.scheme
-                    )));
-                }
+                "postgres" | "postgresql" => Box::new(
+                    postgres::PostgresSource::new(url, query, json_columns).map_err(refuse)?,
+                ),
                 other => {
                     return Err(refuse(format!(
                         "holds a {other}:// URL: use mysql://, mariadb://, postgres:// or postgresql://"

@@ -280,3 +280,4 @@ impl Env {
 
 pub mod db;
 pub mod fakes;
+pub mod pg;

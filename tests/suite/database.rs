@@ -598,8 +598,8 @@ fn an_unset_or_foreign_url_variable_is_exit_2_naming_it_before_anything_runs() {
         ),
         (Some("mysql://u:Hunter2@h/db?sslkey=x"), "`sslkey`"),
         (
-            Some("postgres://u:Hunter2@h/db"),
-            "not supported by this build",
+            Some("postgres://u:Hunter2@h/db?sslmode=require"),
+            "`sslmode`",
         ),
     ] {
         match value {
