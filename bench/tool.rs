@@ -6,7 +6,8 @@
 //! benchtool gen N SEED OUT [--changed PCT]   # ~1.1 KB NDJSON products
 //! benchtool parse FILE                      # every line into a serde_json Value
 //! benchtool scan FILE                       # every line's raw bytes through xxh3
-//! benchtool sink PORTFILE                   # HTTP 200 {} to every request
+//! benchtool sink PORTFILE                   # a success, in each target kind's protocol
+//! benchtool mysql-floor QUERY               # stream the rows of $BENCH_DATABASE_URL, discard them
 //! ```
 
 #![recursion_limit = "256"]
@@ -36,6 +37,9 @@ fn main() {
             std::hint::black_box(xxhash_rust::xxh3::xxh3_128(line));
         }),
         Some("sink") => sink(&args[1]),
+        // The database floor: stream a query's rows through the client and
+        // discard them (the URL from $BENCH_DATABASE_URL).
+        Some("mysql-floor") => mysql_floor(&args[1]),
         // feedsync's own parse-and-hash of every line, for comparison.
         Some("hash") => {
             let config = feedsync::config::Config::parse(
@@ -336,3 +340,18 @@ fn answer(request_line: &str, body: &[u8]) -> (&'static str, String) {
 }
 
 static TASKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn mysql_floor(query: &str) {
+    use mysql::prelude::Queryable;
+    let url = std::env::var("BENCH_DATABASE_URL").expect("BENCH_DATABASE_URL");
+    let t = Instant::now();
+    let mut conn = mysql::Conn::new(mysql::Opts::from_url(&url).expect("url")).expect("connect");
+    let stmt = conn.prep(query).expect("prepare");
+    let mut rows = 0u64;
+    for row in conn.exec_iter(&stmt, ()).expect("query") {
+        std::hint::black_box(row.expect("row"));
+        rows += 1;
+    }
+    eprintln!("{rows} rows");
+    println!("{:.3}", t.elapsed().as_secs_f64());
+}
