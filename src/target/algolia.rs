@@ -11,7 +11,8 @@
 use serde_json::Value;
 
 use super::http::excerpt;
-use super::typesense::{document, encode, key_variable};
+use super::http::percent_encode;
+use super::typesense::{document, key_variable};
 use super::{Batch, Health, Kind, Method, Reading, Request, Response, Verdict};
 use crate::config::{Secrets, TargetSettings};
 use crate::state::OutItem;
@@ -47,7 +48,11 @@ impl Algolia {
     /// Index `index` of application `app_id`, served at `url`.
     pub fn at(url: &str, index: &str, app_id: &str, api_key: Option<&str>) -> Algolia {
         Algolia {
-            index_url: format!("{}/1/indexes/{}", url.trim_end_matches('/'), encode(index)),
+            index_url: format!(
+                "{}/1/indexes/{}",
+                url.trim_end_matches('/'),
+                percent_encode(index)
+            ),
             index: index.to_string(),
             app_id: app_id.to_string(),
             api_key: api_key.map(str::to_string),

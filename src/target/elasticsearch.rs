@@ -75,7 +75,11 @@ impl Elasticsearch {
 
 impl Kind for Elasticsearch {
     fn requests(&self, batch: &Batch<'_>) -> Vec<Request> {
-        let url = format!("{}/{}/_bulk", self.url, path_segment(&self.index));
+        let url = format!(
+            "{}/{}/_bulk",
+            self.url,
+            super::http::percent_encode(&self.index)
+        );
         let mut req = self
             .request(Method::Post, url, "bulk")
             .header("Content-Type", "application/x-ndjson");
@@ -244,20 +248,6 @@ fn verdict(entry: &serde_json::Value, delete: bool) -> Verdict {
         429 | 500..=599 => Verdict::Retry(error()),
         _ => Verdict::Fail(error()),
     }
-}
-
-/// An index name as one URL path segment: bytes outside the unreserved
-/// set percent-encoded.
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

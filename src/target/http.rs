@@ -463,6 +463,22 @@ fn parse_retry_after(v: &str) -> Option<i64> {
     Some(secs.clamp(0, MAX_RETRY_AFTER))
 }
 
+/// Every byte outside `A–Z a–z 0–9 - . _ ~` as `%XX`: what an index name,
+/// an id or a query value must be in a URL so that a server which splits
+/// the raw path at `/` and reads `+` as a space still sees it whole
+/// (RFC 3986's unreserved set; every service kind uses it).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,7 +201,7 @@ impl Kind for Meilisearch {
             body.push(b']');
             let url = format!(
                 "{place}/documents?primaryKey={}",
-                percent_encode(&self.id_field)
+                super::http::percent_encode(&self.id_field)
             );
             let mut req = self
                 .request(Method::Post, url, DOCUMENTS)
@@ -419,20 +419,6 @@ fn unfit(item: &OutItem) -> Option<String> {
         return Some("the record is not a JSON object, and a Meilisearch document must be".into());
     }
     None
-}
-
-/// A query value with every byte outside `A–Z a–z 0–9 - . _ ~`
-/// percent-encoded.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

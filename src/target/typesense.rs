@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
+use super::http::percent_encode;
+
 use super::http::excerpt;
 use super::{Batch, Health, Kind, Method, Reading, Request, Response, Verdict};
 use crate::config::{Secrets, TargetSettings};
@@ -54,7 +56,7 @@ impl Typesense {
     /// The collection `collection` at the Typesense at `url`.
     pub fn at(url: &str, collection: &str, api_key: Option<&str>) -> Typesense {
         let base = url.trim_end_matches('/').to_string();
-        let collection_url = format!("{base}/collections/{}", encode(collection));
+        let collection_url = format!("{base}/collections/{}", percent_encode(collection));
         Typesense {
             origin_len: origin_len(&base),
             collection_url,
@@ -122,7 +124,7 @@ impl Typesense {
         for i in deletes {
             let id = &batch.items[i].id;
             // A back-quoted value, so `,` `]` and spaces in ids are plain text.
-            let value = format!("%60{}%60", encode(id));
+            let value = format!("%60{}%60", percent_encode(id));
             if id.contains('`') || fixed + value.len() >= TARGET_LIMIT {
                 alone.push(i);
                 continue;
@@ -145,7 +147,7 @@ impl Typesense {
             let url = format!(
                 "{}/documents/{}",
                 self.collection_url,
-                encode(&batch.items[i].id)
+                percent_encode(&batch.items[i].id)
             );
             let mut req = self.request(Method::Delete, url, "delete");
             req.items = vec![i];
@@ -358,21 +360,6 @@ pub(super) fn document(data: Option<&[u8]>, field: &str, id: &str) -> Vec<u8> {
     }
 }
 
-/// Every byte outside `A–Z a–z 0–9 - . _ ~` as `%XX`: what a path segment
-/// or query value must be so a server that splits the raw path at `/`
-/// and reads `+` as a space still sees the id itself.
-pub(super) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// How many bytes of `url` come before its path (`http://host:port`).
 fn origin_len(url: &str) -> usize {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
@@ -462,8 +449,8 @@ mod tests {
 
     #[test]
     fn ids_are_percent_encoded_byte_by_byte() {
-        assert_eq!(encode("a-Z.0_~"), "a-Z.0_~");
-        assert_eq!(encode("a+b c/d,é`"), "a%2Bb%20c%2Fd%2C%C3%A9%60");
+        assert_eq!(percent_encode("a-Z.0_~"), "a-Z.0_~");
+        assert_eq!(percent_encode("a+b c/d,é`"), "a%2Bb%20c%2Fd%2C%C3%A9%60");
     }
 
     #[test]
