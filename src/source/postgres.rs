@@ -157,12 +157,7 @@ impl Kind for PostgresSource<'_> {
     }
 
     fn fix(&self, feed: &Feed) -> String {
-        format!(
-            "check the URL in {}, that the server is up, the user's SELECT grant and the query; \
-             `feedsync sync --feed {} --dry-run` shows the same error",
-            feed.source.describe(),
-            feed.name
-        )
+        rows::fix(feed)
     }
 }
 

@@ -232,6 +232,17 @@ impl RowWriter {
     }
 }
 
+/// `doctor`'s fix for a database source that cannot be read: the same for
+/// every database kind.
+pub fn fix(feed: &crate::config::Feed) -> String {
+    format!(
+        "check the URL in {}, that the server is up, the user's SELECT grant and the query; \
+         `feedsync sync --feed {} --dry-run` shows the same error",
+        feed.source.describe(),
+        feed.name
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
