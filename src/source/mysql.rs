@@ -29,7 +29,7 @@ use super::rows::{self, Column, RowError, RowWriter, Rows};
 use super::values::{self, JsonColumns};
 use super::{Context, Deadline, Health, Kind, Opened};
 use crate::config::Feed;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Connecting (TCP, TLS, handshake and login) must finish within this.
 const CONNECT_LIMIT: Duration = Duration::from_secs(30);
@@ -141,14 +141,7 @@ impl Kind for MysqlSource<'_> {
         let q = self.query();
         let deadline = Deadline::after(cx.timeout);
         let place = self.url.to_string();
-        let fail = |e: RowError| {
-            if deadline.passed() {
-                deadline.error(&place)
-            } else {
-                e.into_error(&place, 0)
-                    .unwrap_or_else(|| Error::source(format!("{place}: stopped")))
-            }
-        };
+        let fail = |e: RowError| e.before_rows(&deadline, &place);
         let mut conn = q.connect(&deadline).map_err(fail)?;
         let (_, columns) = q.prepare(&mut conn).map_err(fail)?;
         rows::check_result(

@@ -59,6 +59,17 @@ impl RowError {
         RowError::Query(e.to_string())
     }
 
+    /// The error a database kind's `doctor` check reports for a failure
+    /// before any row (connecting, preparing, the result's columns): the
+    /// deadline's own error once it has passed, whatever the driver said.
+    pub fn before_rows(self, deadline: &Deadline, place: &str) -> Error {
+        if deadline.passed() {
+            return deadline.error(place);
+        }
+        self.into_error(place, 0)
+            .unwrap_or_else(|| Error::source(format!("{place}: stopped")))
+    }
+
     /// The source error, `place` naming the source and `rows` the rows
     /// begun when it happened; `None` when the reader stopped early (a bad
     /// record), which the reader reports.
