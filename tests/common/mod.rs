@@ -281,3 +281,4 @@ impl Env {
 pub mod db;
 pub mod fakes;
 pub mod pg;
+pub mod rss;

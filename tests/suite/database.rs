@@ -5,11 +5,11 @@
 //! streaming memory. The config rules that need no server run everywhere.
 
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::db::{self, Database};
+use crate::common::rss::run_measured;
 use crate::common::*;
 use serde_json::{Value, json};
 
@@ -803,96 +803,4 @@ fn a_300_mb_result_streams_in_flat_memory() {
         "peak RSS {} MB for a ~300 MB result",
         maxrss >> 20
     );
-}
-
-/// Runs feedsync and returns how it went with its peak resident memory in
-/// bytes, as tests/suite/formats.rs does: from a fresh copy of this test
-/// binary ([`rss_probe`]), whose own peak is small, by `wait4`.
-fn run_measured(env: &Env, args: &[&str]) -> (Run, u64) {
-    let target = env.command(args);
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let name = format!("{}::rss_probe", module_path!().split_once("::").unwrap().1);
-    let mut probe = std::process::Command::new(std::env::current_exe().unwrap());
-    probe
-        .args(["--ignored", "--exact", &name, "--test-threads=1", "-q"])
-        .current_dir(target.get_current_dir().unwrap())
-        .env(PROBE_OUT, out.path())
-        .env(
-            PROBE_ARGS,
-            serde_json::to_string(
-                &target
-                    .get_args()
-                    .map(|a| a.to_str().unwrap())
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap(),
-        );
-    for (k, v) in target.get_envs() {
-        match v {
-            Some(v) => probe.env(k, v),
-            None => probe.env_remove(k),
-        };
-    }
-    let ran = probe.output().unwrap();
-    assert!(
-        ran.status.success(),
-        "the probe failed: {}",
-        String::from_utf8_lossy(&ran.stdout)
-    );
-    let doc: Value = serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
-    let run = Run {
-        code: doc["code"].as_i64().unwrap() as i32,
-        stdout: doc["stdout"].as_str().unwrap().into(),
-        stderr: doc["stderr"].as_str().unwrap().into(),
-    };
-    (run, doc["maxrss"].as_u64().unwrap())
-}
-
-const PROBE_OUT: &str = "FEEDSYNC_TEST_DB_RSS_PROBE_OUT";
-const PROBE_ARGS: &str = "FEEDSYNC_TEST_DB_RSS_PROBE_ARGS";
-
-/// Not a test: the small process [`run_measured`] starts to run feedsync
-/// and read its peak memory.
-#[test]
-#[ignore = "run by run_measured only"]
-// The child is reaped by `wait4`, which std's lint cannot see.
-#[allow(clippy::zombie_processes)]
-fn rss_probe() {
-    let (Ok(out), Ok(args)) = (std::env::var(PROBE_OUT), std::env::var(PROBE_ARGS)) else {
-        return;
-    };
-    let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_feedsync"))
-        .args(&args)
-        .env_remove(PROBE_OUT)
-        .env_remove(PROBE_ARGS)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        out_pipe.read_to_string(&mut s).unwrap();
-        s
-    });
-    let mut stderr = String::new();
-    err.read_to_string(&mut stderr).unwrap();
-    let stdout = reader.join().unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid, and wait4 writes only into it and
-    // `status`. Reaping the child here is fine: `child` is not waited on again.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
-    let status = std::process::ExitStatus::from_raw(status);
-    let doc = json!({
-        "code": status.code().unwrap_or(-1),
-        "stdout": stdout,
-        "stderr": stderr,
-        "maxrss": usage.ru_maxrss as u64 * 1024,
-    });
-    std::fs::write(out, doc.to_string()).unwrap();
 }

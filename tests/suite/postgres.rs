@@ -5,6 +5,7 @@
 //! bounds; and a large result streamed in bounded memory.
 
 use crate::common::pg::{self, PgDb};
+use crate::common::rss::run_measured;
 use crate::common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -609,47 +610,4 @@ fn a_300_mb_result_streams_in_bounded_memory() {
     let out = std::fs::metadata(env.path("out.ndjson")).unwrap().len();
     assert!(out > 300_000_000, "only {out} bytes were sent");
     assert!(peak < 200 << 20, "peak RSS {} MiB", peak >> 20);
-}
-
-/// Runs feedsync through the RSS probe of the formats suite
-/// (`suite::formats::rss_probe`, which reads one child's own peak), and
-/// returns how it went with that peak in bytes.
-fn run_measured(env: &Env, args: &[&str]) -> (Run, u64) {
-    let target = env.command(args);
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut probe = std::process::Command::new(std::env::current_exe().unwrap());
-    probe
-        .args(["--ignored", "--exact", "suite::formats::rss_probe"])
-        .args(["--test-threads=1", "-q"])
-        .current_dir(target.get_current_dir().unwrap())
-        .env("FEEDSYNC_TEST_RSS_PROBE_OUT", out.path())
-        .env(
-            "FEEDSYNC_TEST_RSS_PROBE_ARGS",
-            serde_json::to_string(
-                &target
-                    .get_args()
-                    .map(|a| a.to_str().unwrap())
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap(),
-        );
-    for (k, v) in target.get_envs() {
-        match v {
-            Some(v) => probe.env(k, v),
-            None => probe.env_remove(k),
-        };
-    }
-    let ran = probe.output().unwrap();
-    assert!(
-        ran.status.success(),
-        "the probe failed: {}",
-        String::from_utf8_lossy(&ran.stdout)
-    );
-    let doc: Value = serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
-    let run = Run {
-        code: doc["code"].as_i64().unwrap() as i32,
-        stdout: doc["stdout"].as_str().unwrap().into(),
-        stderr: doc["stderr"].as_str().unwrap().into(),
-    };
-    (run, doc["maxrss"].as_u64().unwrap())
 }
