@@ -204,9 +204,9 @@ pub struct ResyncArgs {
     pub json: bool,
 }
 
-/// `--status`: the statuses by the names the state file stores, so help
-/// and errors list them as they are.
+/// `--status`: the statuses by the names `status` and `items` show, so
+/// help and errors list them as they are.
 fn status_parser() -> impl TypedValueParser<Value = ItemStatus> {
-    PossibleValuesParser::new(ItemStatus::ALL.map(ItemStatus::as_sql))
-        .try_map(|s| ItemStatus::from_sql(&s))
+    PossibleValuesParser::new(ItemStatus::ALL.map(ItemStatus::name))
+        .try_map(|s| ItemStatus::from_name(&s).ok_or("unknown status"))
 }

@@ -341,6 +341,8 @@ impl Settle<'_> {
     }
 
     /// A 2xx: every item `sent`, or per the `results` the target listed.
+    /// Rows not yet acknowledged (see `state::unconfirmed`) that are
+    /// acknowledged now are already `sent`: only the range moves.
     fn delivered(
         &self,
         state: &mut State,
@@ -352,17 +354,37 @@ impl Settle<'_> {
         let keep_data = self.feed.keep_data;
         let tx = state.write()?;
         if verdicts.iter().all(|v| *v == Verdict::Ok) {
-            match self.whole_range(items) {
+            let born = self.born(&tx, items)?;
+            let known = &items[..born];
+            match self.whole_range(known) {
                 Some(range) => {
                     let feed_id = self.feed_id;
                     tx.mark_range_sent(feed_id, range, now, keep_data)?
                 }
-                None => tx.mark_sent(items, now, keep_data)?,
+                None => tx.mark_sent(known, now, keep_data)?,
             }
+            tx.count_acknowledged(self.feed_id, items.len() - born)?;
             report.sent += items.len() as u64;
         } else {
             self.record_each(&tx, items, verdicts, report)?;
         }
+        self.settled(tx, items)
+    }
+
+    /// Where the rows not yet acknowledged start in `items` (they come
+    /// last, being the newest).
+    fn born(&self, tx: &crate::state::Tx<'_>, items: &[OutItem]) -> Result<usize> {
+        Ok(match tx.unconfirmed(self.feed_id)? {
+            Some((from, _)) => items.partition_point(|i| i.rowid < from),
+            None => items.len(),
+        })
+    }
+
+    /// Ends a transaction that recorded what became of `items`: the range
+    /// of rows not yet acknowledged moves past them.
+    fn settled(&self, tx: crate::state::Tx<'_>, items: &[OutItem]) -> Result<()> {
+        let rowids: Vec<i64> = items.iter().map(|i| i.rowid).collect();
+        tx.confirm(self.feed_id, &rowids)?;
         tx.commit()
     }
 
@@ -376,10 +398,17 @@ impl Settle<'_> {
         report: &mut FeedReport,
     ) -> Result<()> {
         let now = clock::now_secs();
+        let born = self.born(tx, items)?;
+        let mut acknowledged = 0;
         for (i, item) in items.iter().enumerate() {
             let outcome = match verdicts.get(i) {
                 None | Some(Verdict::Ok) => {
                     report.sent += 1;
+                    if i >= born {
+                        // Already `sent`, as inserted.
+                        acknowledged += 1;
+                        continue;
+                    }
                     Recorded::Sent
                 }
                 Some(Verdict::Retry(e)) => self.retry_outcome(item, e, None, now, report),
@@ -391,7 +420,7 @@ impl Settle<'_> {
             };
             tx.record(item, &outcome, now, self.feed.keep_data)?;
         }
-        Ok(())
+        tx.count_acknowledged(self.feed_id, acknowledged)
     }
 
     /// The outcomes of the tasks an earlier run left unfinished at the
@@ -410,7 +439,7 @@ impl Settle<'_> {
                 Response::Delivered(verdicts) => {
                     let tx = state.write()?;
                     self.record_each(&tx, &items, &verdicts, report)?;
-                    tx.commit()?;
+                    self.settled(tx, &items)?;
                     Flow::Continue
                 }
                 // Unfinished: the feed says why nothing went, even when the
@@ -456,7 +485,7 @@ impl Settle<'_> {
                     let outcome = self.retry_outcome(item, &error, retry_after, now, report);
                     tx.record(item, &outcome, now, keep_data)?;
                 }
-                tx.commit()?;
+                self.settled(tx, &items)?;
                 Ok(Flow::StopFeed)
             }
             Response::TooLarge { error } | Response::Rejected { error } if items.len() == 1 => {
@@ -468,7 +497,7 @@ impl Settle<'_> {
                     now,
                     keep_data,
                 )?;
-                tx.commit()?;
+                self.settled(tx, &items)?;
                 report.failed += 1;
                 Ok(Flow::Continue)
             }

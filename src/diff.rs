@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::format::{Decoder, SplitError, Splitter};
 use crate::record::{Hash, Item, Rules, raw_hash};
 use crate::spool::Spool;
-use crate::state::{Slot, Tx};
+use crate::state::{ItemStatus, Slot, Tx};
 use crate::threads;
 
 /// What one collect found.
@@ -63,6 +63,10 @@ pub struct Options<'a> {
     /// Keep each pending item's data in the state (`keep_data`, legacy
     /// feeds) rather than in the spool.
     pub store_data: bool,
+    /// A delivery follows in this run: new rows go in once, as `sent` and
+    /// not yet acknowledged (see `state::unconfirmed`), instead of as
+    /// `pending` rows to be rewritten when acknowledged.
+    pub deliver_now: bool,
 }
 
 /// Records per chunk, and bytes per chunk, handed to a worker at a time.
@@ -130,6 +134,7 @@ pub fn collect(
         f.extend_from_slice(&decoder.fingerprint());
         xxh3_64(&f)
     };
+    tx.use_key_field(feed_id, (feed.key.len() == 1).then(|| feed.key[0].as_str()))?;
     let slots = tx.slots(feed_id)?;
     // Raw hashes are only comparable under the same seed, and only worth
     // looking up when an unchanged record may be skipped. An item still
@@ -205,6 +210,7 @@ pub fn collect(
         apply.deletions()?;
     }
     tx.set_raw_seed(feed_id, seed as i64)?;
+    apply.unconfirmed()?;
     Ok(apply.finish())
 }
 
@@ -371,6 +377,23 @@ impl Apply<'_, '_> {
         (self.out, q)
     }
 
+    /// New rows inserted as `sent` are recorded as not yet acknowledged.
+    /// (Rowids are consecutive within one collect; should they not be,
+    /// the rows simply become `pending`.)
+    fn unconfirmed(&self) -> Result<()> {
+        let (Some(&first), Some(&last)) = (self.inserted.first(), self.inserted.last()) else {
+            return Ok(());
+        };
+        if !self.opts.deliver_now {
+            return Ok(());
+        }
+        self.tx.set_unconfirmed(self.feed_id, first, last)?;
+        if (last - first + 1) as usize != self.inserted.len() {
+            self.tx.reopen_unconfirmed(self.feed_id)?;
+        }
+        Ok(())
+    }
+
     /// Records that the known item at `rowid` is now queued as `op`.
     fn queued(&mut self, rowid: i64, op: u8) {
         if let Ok(slot) = self.slots.binary_search_by_key(&rowid, |s| s.rowid) {
@@ -412,6 +435,11 @@ impl Apply<'_, '_> {
     /// Inserts a chunk's new items, many to a statement.
     fn add_fresh(&mut self, fresh: &[Fresh<'_>], spool: &mut Spool) -> Result<()> {
         let now = self.opts.now;
+        let status = if self.opts.deliver_now {
+            ItemStatus::Sent
+        } else {
+            ItemStatus::Pending
+        };
         for group in fresh.chunks(64) {
             let stored: Vec<Option<&str>> = group
                 .iter()
@@ -422,14 +450,14 @@ impl Apply<'_, '_> {
                 .zip(&stored)
                 .map(|(f, text)| (&f.item, f.raw, *text))
                 .collect();
-            let first = self.tx.insert_many(self.feed_id, &rows, now)?;
+            let first = self.tx.insert_many(self.feed_id, &rows, status, now)?;
             for (n, (f, text)) in group.iter().zip(&stored).enumerate() {
                 let rowid = match first {
                     Some(first) => first + n as i64,
                     // A duplicate key among them: row by row, to name it.
                     None => self
                         .tx
-                        .insert_many(self.feed_id, &[(&f.item, f.raw, *text)], now)?
+                        .insert_many(self.feed_id, &[(&f.item, f.raw, *text)], status, now)?
                         .ok_or_else(|| {
                             Error::source(format!(
                                 "{}: record {} (line {}, byte {}): duplicate key `{}`",
@@ -575,7 +603,7 @@ impl Apply<'_, '_> {
                 }
                 Some(k) => {
                     let id = std::slice::from_ref(id);
-                    let all = &crate::state::ItemStatus::ALL;
+                    let all = &ItemStatus::ALL;
                     self.tx.requeue(self.feed_id, all, Some(id), false)?;
                     self.queued(k.rowid, DELETE);
                 }

@@ -31,6 +31,9 @@ pub struct Item {
     pub id: String,
     /// The key fields, flat under their configured names, as JSON text.
     pub key: String,
+    /// The key is one field whose value is the id's text: the state file
+    /// need not store it (`{field: id}` gives it back).
+    pub key_is_id: bool,
     pub hash: Hash,
     /// An incremental source marked this item deleted.
     pub deleted: bool,
@@ -114,6 +117,7 @@ impl Rules {
     fn finish(&self, hash: Hash, caps: Captures) -> Result<Item, String> {
         let mut key = Map::new();
         let mut id = String::new();
+        let mut key_is_id = self.key.len() == 1;
         for (i, (field, v)) in self.key.iter().zip(caps.keys).enumerate() {
             let v = match v {
                 None | Some(Value::Null) => return Err(format!("key field `{field}` is missing")),
@@ -128,14 +132,21 @@ impl Rules {
                 id.push('/');
             }
             match &v {
-                Value::String(s) => encode_id_part(s, &mut id),
-                other => encode_id_part(&other.to_string(), &mut id),
+                Value::String(s) => {
+                    encode_id_part(s, &mut id);
+                    key_is_id &= id.len() == s.len();
+                }
+                other => {
+                    encode_id_part(&other.to_string(), &mut id);
+                    key_is_id = false;
+                }
             }
             key.insert(field.clone(), v);
         }
         Ok(Item {
             id,
             key: Value::Object(key).to_string(),
+            key_is_id,
             hash,
             deleted: caps.deleted.as_ref().is_some_and(is_true),
         })
@@ -186,6 +197,11 @@ mod tests {
         let i = item(&r, r#"{"sku":"MH01-XS/Black,1%","store":"default"}"#).unwrap();
         assert_eq!(i.id, "MH01-XS%2FBlack%2C1%25/default");
         assert_eq!(i.key, r#"{"sku":"MH01-XS/Black,1%","store":"default"}"#);
+        assert!(!i.key_is_id, "two fields");
+        let r1 = rules(&["sku"], &[], &[]);
+        assert!(item(&r1, r#"{"sku":"MH01"}"#).unwrap().key_is_id);
+        assert!(!item(&r1, r#"{"sku":"M/1"}"#).unwrap().key_is_id, "encoded");
+        assert!(!item(&r1, r#"{"sku":1}"#).unwrap().key_is_id, "a number");
         let r = rules(&["p.id"], &[], &[]);
         let i = item(&r, r#"{"p":{"id":1.50}}"#).unwrap();
         assert_eq!(i.id, "1.5");

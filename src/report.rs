@@ -108,7 +108,7 @@ pub fn items_json(rows: &[ItemRow]) -> Value {
         .map(|r| {
             json!({
                 "id": r.id,
-                "status": r.status.as_sql(),
+                "status": r.status.name(),
                 "deleted": r.deleted,
                 "attempts": r.attempts,
                 "error": r.error,

@@ -44,6 +44,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether a feed's collect is delivered in the same run: immediate
+    /// feeds, and any feed in a full sync.
+    fn delivers_now(&self, feed: &Feed) -> bool {
+        !self.dry_run && (self.full || feed.mode == Mode::Immediate)
+    }
+
     /// A deliberate resend, which receivers must not drop as a duplicate.
     fn deliberate(&self) -> bool {
         self.force || self.ids.is_some() || self.no_reindex
@@ -150,7 +156,7 @@ impl<'a> Jobs<'a> {
                     // by a delivery even when nothing new is queued.
                     let queued = report.upserts + report.deletes > 0
                         || self.state.has_remembered_tasks(feed_id)?;
-                    if queued && !plan.dry_run && (plan.full || feed.mode == Mode::Immediate) {
+                    if queued && plan.delivers_now(&feed) {
                         let queue = Queue {
                             feed_id,
                             status: ItemStatus::Pending,
@@ -190,6 +196,10 @@ impl<'a> Jobs<'a> {
         for feed in feeds {
             let mut report = FeedReport::new(&feed.name);
             let feed_id = self.state.feed_id(&feed.name)?;
+            // Rows a killed run left unacknowledged (see `state::unconfirmed`).
+            let tx = self.state.write()?;
+            tx.reopen_unconfirmed(feed_id)?;
+            tx.commit()?;
             let queue = Queue {
                 feed_id,
                 status: queued,
@@ -289,6 +299,9 @@ impl<'a> Jobs<'a> {
             .as_ref()
             .map(|s| self.bar(s.size, &format!("{}: reading", feed.name), true));
         let tx = self.state.write()?;
+        // New rows a killed run left unacknowledged are plain pending ones
+        // from here on (see `state::unconfirmed`).
+        tx.reopen_unconfirmed(feed_id)?;
         let mut pending = None;
         if plan.cleanup {
             tx.forget_feed(feed_id)?;
@@ -302,13 +315,18 @@ impl<'a> Jobs<'a> {
                 spool.refer_to(file);
             }
             let reader = Box::new(bar.wrap_read(source.reader));
+            // Legacy feeds deliver in a later job, which reads no source.
+            let store_data = feed.keep_data || feed.mode == Mode::Legacy;
             let opts = diff::Options {
                 allow_deletes: plan.allow_deletes,
                 now: clock::now_secs(),
                 force: plan.force,
                 ids: plan.ids.as_ref(),
-                // Legacy feeds deliver in a later job, which reads no source.
-                store_data: feed.keep_data || feed.mode == Mode::Legacy,
+                store_data,
+                // Written once, a row keeps what it was inserted with: only
+                // when that is also what a sent row holds (its data with
+                // `keep_data`, else none).
+                deliver_now: plan.delivers_now(feed) && (feed.keep_data || !store_data),
             };
             let collected = Splitter::new(reader, source.format, self.config.max_record_bytes)
                 .map_err(|e| Error::source(format!("{}: {e}", feed.source.describe())))
@@ -373,8 +391,24 @@ impl<'a> Jobs<'a> {
     }
 
     /// Sends a feed's queue in batches until it is empty, a batch must be
-    /// retried later, or the target refuses us.
+    /// retried later, or the target refuses us. New rows it did not get
+    /// acknowledged become plain `pending` rows (see `state::unconfirmed`).
     fn deliver(
+        &mut self,
+        feed: &Feed,
+        from: Pick<'_>,
+        kind: SyncKind,
+        nonce: Option<u64>,
+        report: &mut FeedReport,
+    ) -> Result<()> {
+        let sent = self.deliver_queue(feed, from, kind, nonce, report);
+        let tx = self.state.write()?;
+        tx.reopen_unconfirmed(from.queue.feed_id)?;
+        tx.commit()?;
+        sent
+    }
+
+    fn deliver_queue(
         &mut self,
         feed: &Feed,
         from: Pick<'_>,

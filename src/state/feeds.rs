@@ -1,10 +1,9 @@
 //! Feed rows: one per configured feed, holding how its last job ended and
-//! the validators and seed its next read needs; and the item counts per
-//! feed that `status` shows.
+//! the validators, seed and key field its next read needs.
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{ItemStatus, State, Tx};
+use super::{State, Tx};
 use crate::error::Result;
 use crate::source::Validators;
 
@@ -13,9 +12,14 @@ impl State {
     pub fn feed_id(&self, name: &str) -> Result<i64> {
         self.conn
             .execute("INSERT OR IGNORE INTO feeds (name) VALUES (?1)", [name])?;
-        Ok(self
+        let id = self
             .conn
-            .query_row("SELECT id FROM feeds WHERE name = ?1", [name], |r| r.get(0))?)
+            .query_row("SELECT id FROM feeds WHERE name = ?1", [name], |r| r.get(0))?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO feed_counts (feed_id) VALUES (?1)",
+            [id],
+        )?;
+        Ok(id)
     }
 
     /// What the state remembers of a feed, if it has run.
@@ -53,33 +57,6 @@ impl State {
         )?;
         Ok(())
     }
-
-    /// Item counts for `status`: (live, deleted, per status). A status
-    /// this build does not know is an error, not a guess.
-    pub fn counts(&self, feed_id: i64) -> Result<Counts> {
-        let mut c = Counts::default();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT status, deleted, count(*) FROM items WHERE feed_id = ?1 GROUP BY status, deleted",
-        )?;
-        let mut rows = stmt.query([feed_id])?;
-        while let Some(r) = rows.next()? {
-            let status: String = r.get(0)?;
-            let deleted: bool = r.get(1)?;
-            let n = r.get::<_, i64>(2)? as u64;
-            if deleted {
-                c.deleted += n;
-            } else {
-                c.live += n;
-            }
-            match ItemStatus::from_sql(&status)? {
-                ItemStatus::Pending => c.pending += n,
-                ItemStatus::Sent => c.sent += n,
-                ItemStatus::Retry => c.retry += n,
-                ItemStatus::Failed => c.failed += n,
-            }
-        }
-        Ok(c)
-    }
 }
 
 impl Tx<'_> {
@@ -103,11 +80,40 @@ impl Tx<'_> {
 
     /// `resync --cleanup-feed`: forget every item of the feed.
     pub fn forget_feed(&self, feed_id: i64) -> Result<()> {
-        self.statuses_change()?;
         self.0
             .execute("DELETE FROM items WHERE feed_id = ?1", [feed_id])?;
-        self.0
-            .execute("UPDATE feeds SET raw_seed = NULL WHERE id = ?1", [feed_id])?;
+        self.0.execute(
+            "UPDATE feeds SET raw_seed = NULL, unconfirmed_from = NULL, unconfirmed_to = NULL
+             WHERE id = ?1",
+            [feed_id],
+        )?;
+        Ok(())
+    }
+
+    /// Makes `field` the feed's key field: the one field of its key, when
+    /// it has one (None for a composite key). A row whose key is its id's
+    /// text under that field stores no key (see `insert_many`); when the
+    /// key config changes, the rows stored that way get their key written
+    /// out under the old field first, so each row's key stays its own.
+    pub fn use_key_field(&self, feed_id: i64, field: Option<&str>) -> Result<()> {
+        let old: Option<String> = self.0.query_row(
+            "SELECT key_field FROM feeds WHERE id = ?1",
+            [feed_id],
+            |r| r.get(0),
+        )?;
+        if old.as_deref() == field {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            self.0.execute(
+                "UPDATE items SET key = json_object(?2, id) WHERE feed_id = ?1 AND key IS NULL",
+                params![feed_id, old],
+            )?;
+        }
+        self.0.execute(
+            "UPDATE feeds SET key_field = ?2 WHERE id = ?1",
+            params![feed_id, field],
+        )?;
         Ok(())
     }
 }
@@ -122,15 +128,4 @@ pub struct FeedInfo {
     pub last_error: Option<String>,
     /// The HTTP source's validators from its last completed read.
     pub validators: Validators,
-}
-
-/// A feed's items counted, for `status` (whose JSON has these names).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counts {
-    pub live: u64,
-    pub deleted: u64,
-    pub pending: u64,
-    pub sent: u64,
-    pub retry: u64,
-    pub failed: u64,
 }

@@ -3,19 +3,45 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{ItemStatus, OutItem, State, Tx, blob, unblob};
+use super::{ItemStatus, OutItem, State, Tx, UNSENT, blob, unblob};
 use crate::error::{Result, clip};
 use crate::record::{Hash, Item};
 
 impl State {
     /// The items of a feed that `filter` picks, in id order, for `items`.
+    /// A row still waiting for its first acknowledgement (see
+    /// `unconfirmed`) shows as the `pending` it is. A status filter reads
+    /// the unsent rows' index, not the table.
     pub fn list_items(&self, feed_id: i64, filter: &ItemFilter) -> Result<Vec<ItemRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, status, deleted, attempts, error, modified_at, sent_at, next_attempt_at
-             FROM items
-             WHERE feed_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id = ?3)
-             ORDER BY id LIMIT ?4",
-        )?;
+        const COLUMNS: &str = "id, CASE WHEN status = 0 /* sent */ AND rowid BETWEEN
+                 (SELECT unconfirmed_from FROM feeds WHERE id = ?1) AND
+                 (SELECT unconfirmed_to FROM feeds WHERE id = ?1)
+             THEN 1 /* pending */ ELSE status END AS shown,
+             deleted, attempts, error, modified_at, sent_at, next_attempt_at";
+        let sql = match filter.status {
+            None => format!(
+                "SELECT {COLUMNS} FROM items WHERE feed_id = ?1 AND ?2 IS NULL
+                   AND (?3 IS NULL OR id = ?3) ORDER BY id LIMIT ?4"
+            ),
+            // Sent: every row but those not yet acknowledged.
+            Some(ItemStatus::Sent) => format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM items WHERE feed_id = ?1
+                   AND status = 0 /* sent */ AND (?3 IS NULL OR id = ?3))
+                 WHERE shown = ?2 ORDER BY id LIMIT ?4"
+            ),
+            Some(_) => format!(
+                "SELECT * FROM (
+                     SELECT {COLUMNS} FROM items WHERE feed_id = ?1 AND {UNSENT} AND status = ?2
+                       AND (?3 IS NULL OR id = ?3)
+                     UNION ALL
+                     SELECT {COLUMNS} FROM items WHERE ?2 = 1 /* pending */ AND rowid BETWEEN
+                         (SELECT unconfirmed_from FROM feeds WHERE id = ?1) AND
+                         (SELECT unconfirmed_to FROM feeds WHERE id = ?1)
+                       AND feed_id = ?1 AND status = 0 AND (?3 IS NULL OR id = ?3))
+                 ORDER BY id LIMIT ?4"
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![
             feed_id,
             filter.status,
@@ -24,14 +50,17 @@ impl State {
         ])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
+            let status = ItemStatus::from_sql(r.get_ref(1)?)?;
             out.push(ItemRow {
                 id: r.get(0)?,
-                status: ItemStatus::from_sql(&r.get::<_, String>(1)?)?,
+                status,
                 deleted: r.get(2)?,
                 attempts: r.get(3)?,
                 error: r.get(4)?,
                 modified_at: r.get(5)?,
-                sent_at: r.get(6)?,
+                sent_at: r
+                    .get::<_, Option<i64>>(6)?
+                    .filter(|_| status == ItemStatus::Sent),
                 next_attempt_at: r.get(7)?,
             });
         }
@@ -42,13 +71,10 @@ impl State {
     pub fn drop_tombstones(&mut self, feed_id: i64, before: i64) -> Result<u64> {
         let tx = self.write()?;
         let n = tx.0.execute(
-            "DELETE FROM items WHERE feed_id = ?1 AND deleted = 1 AND status = 'sent'
+            "DELETE FROM items WHERE feed_id = ?1 AND deleted = 1 AND status = 0 /* sent */
                AND sent_at < ?2",
             params![feed_id, before],
         )?;
-        if n > 0 {
-            tx.statuses_change()?;
-        }
         tx.commit()?;
         Ok(n as u64)
     }
@@ -57,11 +83,10 @@ impl State {
     /// an item deleted, re-created and deleted again since the backup may
     /// be at the target while this file says its deletion was delivered.
     pub fn requeue_tombstones(&self) -> Result<u64> {
-        self.drop_gauges()?;
         Ok(self.conn.execute(
-            "UPDATE items SET status = 'pending', attempts = 0, error = NULL,
+            "UPDATE items SET status = 1 /* pending */, attempts = 0, error = NULL,
                  next_attempt_at = NULL
-             WHERE deleted = 1 AND status = 'sent'",
+             WHERE deleted = 1 AND status = 0 /* sent */",
             [],
         )? as u64)
     }
@@ -70,24 +95,32 @@ impl State {
 impl Tx<'_> {
     /// Every item of a feed in rowid order, with its raw hash. (`+feed_id`
     /// keeps SQLite on the table itself, in rowid order, instead of the
-    /// id index followed by a sort.)
+    /// id index followed by a sort.) A million rows are read here on every
+    /// collect, so the row is taken apart by hand.
     pub fn slots(&self, feed_id: i64) -> Result<Vec<Slot>> {
+        use rusqlite::types::ValueRef;
         let mut stmt = self.0.prepare_cached(
-            "SELECT rowid, raw_hash, deleted, status = 'pending' AND data IS NULL AND NOT deleted,
-                 status = 'pending'
+            "SELECT rowid, raw_hash, deleted, status, data IS NULL
              FROM items WHERE +feed_id = ?1 ORDER BY rowid",
         )?;
         let mut rows = stmt.query([feed_id])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let raw = match r.get_ref(1)? {
-                rusqlite::types::ValueRef::Blob(b) => Some(unblob(b)),
+                ValueRef::Blob(b) => Some(unblob(b)),
                 _ => None,
             };
+            let deleted = !matches!(r.get_ref(2)?, ValueRef::Integer(0));
+            let pending = matches!(r.get_ref(3)?, ValueRef::Integer(1));
+            let no_data = matches!(r.get_ref(4)?, ValueRef::Integer(1));
             let flags = raw.map_or(0, |_| HAS_RAW)
-                | if r.get::<_, bool>(2)? { DELETED } else { 0 }
-                | if r.get::<_, bool>(3)? { NEEDS_DATA } else { 0 }
-                | if r.get::<_, bool>(4)? { PENDING } else { 0 };
+                | if deleted { DELETED } else { 0 }
+                | if pending && no_data && !deleted {
+                    NEEDS_DATA
+                } else {
+                    0
+                }
+                | if pending { PENDING } else { 0 };
             let raw = raw.unwrap_or(0);
             out.push(Slot {
                 rowid: r.get(0)?,
@@ -117,7 +150,7 @@ impl Tx<'_> {
 
     pub fn find(&self, feed_id: i64, id: &str) -> Result<Option<Known>> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT rowid, hash, deleted, data IS NOT NULL, status = 'pending'
+            "SELECT rowid, hash, deleted, data IS NOT NULL, status = 1 /* pending */
              FROM items WHERE feed_id = ?1 AND id = ?2",
         )?;
         Ok(stmt
@@ -133,37 +166,49 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// New items, pending, with one statement; returns the first rowid (the
-    /// rows get consecutive ones). None when one of them is already in the
-    /// feed: nothing is inserted then, and `insert` row by row tells which.
+    /// New items with one statement, `pending`, or `sent` for a delivery
+    /// that follows at once (see `unconfirmed`); returns the first rowid
+    /// (the rows get consecutive ones). None when one of them is already in
+    /// the feed: nothing is inserted then, and `insert_many` row by row
+    /// tells which. The key is left out where the id gives it back
+    /// (`Tx::use_key_field` has set the feed's field). The feed's counts
+    /// grow here, in the same transaction: a trigger per row would cost a
+    /// first sync as much again.
     pub fn insert_many(
         &self,
         feed_id: i64,
         rows: &[(&Item, Hash, Option<&str>)],
+        status: ItemStatus,
         now: i64,
     ) -> Result<Option<i64>> {
         if rows.is_empty() {
             return Ok(None);
         }
-        self.statuses_change()?;
         let sql = format!(
-            "INSERT INTO items (feed_id, id, key, hash, raw_hash, status, modified_at, data) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, 'pending', ?, ?)"; rows.len()].join(", ")
+            "INSERT INTO items (feed_id, id, status, raw_hash, hash, modified_at, sent_at, key, data)
+             VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows.len()].join(", ")
         );
+        let sent_at = (status == ItemStatus::Sent).then_some(now);
         let mut stmt = self.0.prepare_cached(&sql)?;
         let mut at = 1;
         for (item, raw, data) in rows {
             stmt.raw_bind_parameter(at, feed_id)?;
             stmt.raw_bind_parameter(at + 1, &item.id)?;
-            stmt.raw_bind_parameter(at + 2, &item.key)?;
-            stmt.raw_bind_parameter(at + 3, &blob(item.hash)[..])?;
-            stmt.raw_bind_parameter(at + 4, &blob(*raw)[..])?;
+            stmt.raw_bind_parameter(at + 2, status)?;
+            stmt.raw_bind_parameter(at + 3, &blob(*raw)[..])?;
+            stmt.raw_bind_parameter(at + 4, &blob(item.hash)[..])?;
             stmt.raw_bind_parameter(at + 5, now)?;
-            stmt.raw_bind_parameter(at + 6, data)?;
-            at += 7;
+            stmt.raw_bind_parameter(at + 6, sent_at)?;
+            stmt.raw_bind_parameter(at + 7, (!item.key_is_id).then_some(&item.key))?;
+            stmt.raw_bind_parameter(at + 8, data)?;
+            at += 9;
         }
         match stmt.raw_execute() {
-            Ok(_) => Ok(Some(self.0.last_insert_rowid() - rows.len() as i64 + 1)),
+            Ok(_) => {
+                self.count_new(feed_id, status, rows.len())?;
+                Ok(Some(self.0.last_insert_rowid() - rows.len() as i64 + 1))
+            }
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -183,9 +228,8 @@ impl Tx<'_> {
         now: i64,
         data: Option<&str>,
     ) -> Result<()> {
-        self.statuses_change()?;
         let mut stmt = self.0.prepare_cached(
-            "UPDATE items SET hash = ?2, raw_hash = ?3, deleted = 0, status = 'pending',
+            "UPDATE items SET hash = ?2, raw_hash = ?3, deleted = 0, status = 1 /* pending */,
                  attempts = 0, error = NULL, next_attempt_at = NULL, modified_at = ?4, data = ?5
              WHERE rowid = ?1",
         )?;
@@ -205,9 +249,8 @@ impl Tx<'_> {
 
     /// Marks an item deleted; the delete carries its last known hash.
     pub fn tombstone(&self, rowid: i64, now: i64) -> Result<()> {
-        self.statuses_change()?;
         let mut stmt = self.0.prepare_cached(
-            "UPDATE items SET deleted = 1, raw_hash = NULL, status = 'pending', attempts = 0,
+            "UPDATE items SET deleted = 1, raw_hash = NULL, status = 1 /* pending */, attempts = 0,
                  error = NULL, next_attempt_at = NULL, modified_at = ?2, data = NULL
              WHERE rowid = ?1",
         )?;
@@ -226,12 +269,11 @@ impl Tx<'_> {
         ids: Option<&[String]>,
         stored_only: bool,
     ) -> Result<u64> {
-        self.statuses_change()?;
-        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_sql()).collect();
+        let statuses: Vec<i64> = statuses.iter().map(|s| s.code()).collect();
         let statuses = serde_json::to_string(&statuses).unwrap_or_default();
         let ids = ids.map(|i| serde_json::to_string(i).unwrap_or_default());
         Ok(self.0.execute(
-            "UPDATE items SET status = 'pending', attempts = 0, error = NULL, next_attempt_at = NULL
+            "UPDATE items SET status = 1 /* pending */, attempts = 0, error = NULL, next_attempt_at = NULL
              WHERE feed_id = ?1 AND (NOT ?4 OR deleted = 1 OR data IS NOT NULL)
                AND status IN (SELECT value FROM json_each(?2))
                AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))",
@@ -246,7 +288,6 @@ impl Tx<'_> {
         let Some(first) = items.first() else {
             return Ok(());
         };
-        self.statuses_change()?;
         let rowids: rusqlite::vtab::array::Array = std::rc::Rc::new(
             items
                 .iter()
@@ -254,7 +295,7 @@ impl Tx<'_> {
                 .collect(),
         );
         let mut stmt = self.0.prepare_cached(
-            "UPDATE items SET status = 'sent', sent_at = ?2, attempts = 0, error = NULL,
+            "UPDATE items SET status = 0 /* sent */, sent_at = ?2, attempts = 0, error = NULL,
                  next_attempt_at = NULL, data = CASE WHEN ?3 THEN data END
              WHERE rowid IN rarray(?1)",
         )?;
@@ -272,20 +313,19 @@ impl Tx<'_> {
         now: i64,
         keep_data: bool,
     ) -> Result<()> {
-        self.statuses_change()?;
         // A pending row has no attempts, error or next attempt (every way
         // into `pending` resets them), so only these columns change; the
         // fewer the cheaper, at a million rows.
         let sql = if keep_data {
-            "UPDATE items SET status = 'sent', sent_at = ?4
-             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'"
+            "UPDATE items SET status = 0 /* sent */, sent_at = ?4
+             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 1 /* pending */"
         } else {
-            "UPDATE items SET status = 'sent', sent_at = ?4, data = NULL
-             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'"
+            "UPDATE items SET status = 0 /* sent */, sent_at = ?4, data = NULL
+             WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 1 /* pending */"
         };
         let mut stmt = self.0.prepare_cached(sql)?;
         let n = stmt.execute(params![first, last, feed_id, now])?;
-        self.count_sent(feed_id, n)
+        self.count_acknowledged(feed_id, n)
     }
 
     /// Records a delivery attempt's outcome for one item, if the item is
@@ -297,12 +337,11 @@ impl Tx<'_> {
         now: i64,
         keep_data: bool,
     ) -> Result<()> {
-        self.statuses_change()?;
         let hash = blob(item.hash);
         match outcome {
             Outcome::Sent => {
                 let mut stmt = self.0.prepare_cached(
-                    "UPDATE items SET status = 'sent', sent_at = ?3, attempts = 0, error = NULL,
+                    "UPDATE items SET status = 0 /* sent */, sent_at = ?3, attempts = 0, error = NULL,
                          next_attempt_at = NULL, data = CASE WHEN ?4 THEN data END
                      WHERE rowid = ?1 AND hash = ?2",
                 )?;
@@ -315,7 +354,7 @@ impl Tx<'_> {
             } => {
                 // `retry` reads no source, so the data it will resend is kept.
                 let mut stmt = self.0.prepare_cached(
-                    "UPDATE items SET status = 'retry', attempts = attempts + 1, error = ?3,
+                    "UPDATE items SET status = 2 /* retry */, attempts = attempts + 1, error = ?3,
                          next_attempt_at = ?4, failed_at = ?6, data = coalesce(data, ?5)
                      WHERE rowid = ?1 AND hash = ?2",
                 )?;
@@ -331,7 +370,7 @@ impl Tx<'_> {
             }
             Outcome::Failed { error } => {
                 let mut stmt = self.0.prepare_cached(
-                    "UPDATE items SET status = 'failed', attempts = attempts + 1, error = ?3,
+                    "UPDATE items SET status = 3 /* failed */, attempts = attempts + 1, error = ?3,
                          next_attempt_at = NULL
                      WHERE rowid = ?1 AND hash = ?2",
                 )?;

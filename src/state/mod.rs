@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::record::Hash;
 
 mod backup;
+mod counts;
 mod feeds;
-mod gauges;
 mod items;
 mod lock;
 mod queue;
@@ -24,11 +24,12 @@ mod runs;
 mod schema;
 mod status;
 mod tasks;
+mod unconfirmed;
 
 pub use crate::error::clip;
 pub use backup::BACKUP_TAKEN_AT;
-pub use feeds::{Counts, FeedInfo};
-pub use gauges::{FeedMetrics, Gauges};
+pub use counts::{Counts, FeedMetrics, Gauges};
+pub use feeds::FeedInfo;
 pub use items::{ItemFilter, ItemRow, Known, Outcome, Slot};
 pub use lock::{Holder, RunLock, lock, lock_holder, probe_lock};
 pub use queue::{Backlog, OutItem, Queue, queue_ids, queue_size, retry_backlog};
@@ -155,11 +156,9 @@ impl State {
     /// A write transaction that takes SQLite's write lock at once, so a
     /// reader never has to be upgraded halfway.
     pub fn write(&mut self) -> Result<Tx<'_>> {
-        Ok(Tx(
-            self.conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?,
-            std::cell::Cell::new(false),
-        ))
+        Ok(Tx(self.conn.transaction_with_behavior(
+            TransactionBehavior::Immediate,
+        )?))
     }
 
     /// `PRAGMA quick_check`: empty when the file is sound, else its findings.
@@ -195,9 +194,12 @@ fn unblob(b: &[u8]) -> Hash {
     Hash::from_be_bytes(a)
 }
 
-/// A write transaction; every change to items goes through here. The flag
-/// says whether it has already dropped the cached gauges (see `gauges`).
-pub struct Tx<'c>(Transaction<'c>, std::cell::Cell<bool>);
+/// A write transaction; every change to items goes through here.
+pub struct Tx<'c>(Transaction<'c>);
+
+/// The condition of the `items_unsent` index (schema 5), which a query
+/// must state in these very words for SQLite to use the index.
+const UNSENT: &str = "status <> 0";
 
 impl Tx<'_> {
     pub fn commit(self) -> Result<()> {

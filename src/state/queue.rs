@@ -4,23 +4,24 @@
 
 use rusqlite::{Connection, params};
 
-use super::{ItemStatus, State, Tx, unblob};
+use super::{ItemStatus, State, Tx, UNSENT, unblob};
 use crate::error::Result;
 use crate::record::Hash;
 
 impl State {
-    /// The pending items among `rowids` (ascending), in rowid order. A
-    /// dense run is read as a range, sequentially, instead of row by row.
+    /// The pending items among `rowids` (ascending), in rowid order,
+    /// those not yet acknowledged included (see `unconfirmed`). A dense
+    /// run is read as a range, sequentially, instead of row by row.
     pub fn pending_items(&self, feed_id: i64, rowids: &[i64]) -> Result<Vec<OutItem>> {
         let (Some(&first), Some(&last)) = (rowids.first(), rowids.last()) else {
             return Ok(Vec::new());
         };
         if last - first < 2 * rowids.len() as i64 {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT rowid, id, key, hash, deleted, data, attempts FROM items
-                 WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND status = 'pending'
-                 ORDER BY rowid",
-            )?;
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {OUT_ITEM} FROM items
+                 WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND {PENDING}
+                 ORDER BY rowid"
+            ))?;
             let rows = stmt.query_map(params![first, last, feed_id], out_item)?;
             let mut items: Vec<OutItem> = rows.collect::<rusqlite::Result<_>>()?;
             items.retain(|i| rowids.binary_search(&i.rowid).is_ok());
@@ -32,11 +33,11 @@ impl State {
                 .map(|&r| rusqlite::types::Value::Integer(r))
                 .collect(),
         );
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, id, key, hash, deleted, data, attempts FROM items
-             WHERE rowid IN rarray(?1) AND status = 'pending' ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([list], out_item)?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OUT_ITEM} FROM items
+             WHERE rowid IN rarray(?1) AND +feed_id = ?3 AND {PENDING} ORDER BY rowid"
+        ))?;
+        let rows = stmt.query_map(params![list, rusqlite::types::Null, feed_id], out_item)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -44,7 +45,7 @@ impl State {
     /// due by `due`), after `after` in rowid order.
     pub fn queue(&self, q: &Queue, after: i64, limit: usize) -> Result<Vec<OutItem>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT rowid, id, key, hash, deleted, data, attempts FROM items
+            "SELECT {OUT_ITEM} FROM items
              WHERE {QUEUE_WHERE} AND rowid > ?4 ORDER BY rowid LIMIT ?5"
         ))?;
         let rows = stmt.query_map(
@@ -64,7 +65,7 @@ impl Tx<'_> {
             "UPDATE items SET
                  next_attempt_at = :now + next_attempt_at - coalesce(failed_at, next_attempt_at - :max),
                  failed_at = :now
-             WHERE +feed_id = :feed AND status = 'retry' AND {FAILED_AHEAD}"
+             WHERE feed_id = :feed AND {UNSENT} AND status = 2 /* retry */ AND {FAILED_AHEAD}"
         );
         Ok(self.0.execute(
             &sql,
@@ -73,12 +74,25 @@ impl Tx<'_> {
     }
 }
 
-/// Queues are walked in rowid order straight through the table (`+feed_id`
-/// keeps SQLite off the id index): one pass per delivery, and no index to
-/// keep up on every write. A collect that leaves nothing pending skips the
-/// walk altogether.
-const QUEUE_WHERE: &str = "+feed_id = ?1 AND status = ?2
+/// Queues are walked in rowid order through the unsent rows' index (its
+/// entries are ordered by rowid within a status), so a queue costs what it
+/// holds, not what the table holds. Jobs other than the delivery that
+/// follows a collect run after `Tx::reopen_unconfirmed`, so a queue is
+/// made of its status alone.
+const QUEUE_WHERE: &str = "feed_id = ?1 AND status <> 0 AND status = ?2
     AND (?3 IS NULL OR next_attempt_at IS NULL OR next_attempt_at <= ?3)";
+
+/// The rows a delivery after a collect takes (`?3` is the feed): pending
+/// ones, and those not yet acknowledged (see `unconfirmed`).
+const PENDING: &str = "(status = 1 /* pending */ OR (status = 0 /* sent */ AND rowid BETWEEN
+    (SELECT unconfirmed_from FROM feeds WHERE id = ?3) AND
+    (SELECT unconfirmed_to FROM feeds WHERE id = ?3)))";
+
+/// What [`out_item`] reads. A row without a stored key has its id's text
+/// under the feed's key field (see `Tx::use_key_field`).
+pub(super) const OUT_ITEM: &str = "rowid, id,
+    coalesce(key, json_object((SELECT key_field FROM feeds WHERE feeds.id = items.feed_id), id)),
+    hash, deleted, data, attempts";
 
 pub(super) fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
     Ok(OutItem {
@@ -109,7 +123,7 @@ pub fn retry_backlog(conn: &Connection, feed_id: i64, now: i64, max: i64) -> Res
              count(*) FILTER (WHERE ahead), max(next_attempt_at) FILTER (WHERE ahead)
          FROM (SELECT deleted, next_attempt_at,
                    next_attempt_at IS NULL OR next_attempt_at <= :now AS due, {FAILED_AHEAD} AS ahead
-               FROM items WHERE +feed_id = :feed AND status = 'retry')"
+               FROM items WHERE feed_id = :feed AND {UNSENT} AND status = 2 /* retry */)"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     Ok(stmt.query_row(

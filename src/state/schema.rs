@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
          enqueued_at INTEGER NOT NULL,
          PRIMARY KEY (place, uid)
      );",
+    include_str!("schema-5.sql"),
 ];
 
 /// The schema version this build writes.

@@ -19,7 +19,8 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, params};
 
-use super::{OutItem, State, connect, queue::out_item};
+use super::queue::{OUT_ITEM, out_item};
+use super::{OutItem, State, connect};
 use crate::error::{Error, Result};
 use crate::record::{Hash, hash_hex};
 
@@ -146,9 +147,9 @@ impl State {
     /// state, with the hash of the version the task carries (so recording
     /// its outcome leaves an item changed since alone).
     pub fn task_items(&self, task: &Task) -> Result<Vec<OutItem>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, id, key, hash, deleted, data, attempts FROM items WHERE rowid = ?1",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {OUT_ITEM} FROM items WHERE rowid = ?1"))?;
         let mut out = Vec::with_capacity(task.items.len());
         for &(rowid, hash) in &task.items {
             let mut rows = stmt.query_map([rowid], out_item)?;
@@ -174,7 +175,7 @@ mod tests {
             .conn()
             .execute(
                 "INSERT INTO items (feed_id, id, key, hash, status, modified_at, data)
-                 VALUES (?1, 'A', '{}', zeroblob(16), 'pending', 0, '{}')",
+                 VALUES (?1, 'A', '{}', zeroblob(16), 1, 0, '{}')",
                 [feed],
             )
             .unwrap();

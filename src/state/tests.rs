@@ -2,18 +2,26 @@
 
 use super::*;
 
-/// A state file with one feed, whose one item has the status `text`.
-fn with_status(text: &str) -> (tempfile::TempDir, State, i64) {
+/// A state file with one feed, whose one item, inserted as `sent`, then
+/// got the status `value` (as a run's statements would give it).
+fn with_status(value: impl rusqlite::ToSql) -> (tempfile::TempDir, State, i64) {
     let dir = tempfile::tempdir().unwrap();
-    let state = State::open(&dir.path().join("state.db")).unwrap();
+    let mut state = State::open(&dir.path().join("state.db")).unwrap();
     let feed = state.feed_id("products").unwrap();
+    let item = crate::record::Item {
+        id: "p1".into(),
+        key: r#"{"sku":"p1"}"#.into(),
+        key_is_id: true,
+        hash: 1,
+        deleted: false,
+    };
+    let tx = state.write().unwrap();
+    tx.insert_many(feed, &[(&item, 2, None)], ItemStatus::Sent, 0)
+        .unwrap();
+    tx.commit().unwrap();
     state
         .conn()
-        .execute(
-            "INSERT INTO items (feed_id, id, key, hash, status, modified_at)
-             VALUES (?1, 'p1', '{}', zeroblob(16), ?2, 0)",
-            rusqlite::params![feed, text],
-        )
+        .execute("UPDATE items SET status = ?1", [value])
         .unwrap();
     (dir, state, feed)
 }
@@ -21,7 +29,7 @@ fn with_status(text: &str) -> (tempfile::TempDir, State, i64) {
 #[test]
 fn counts_read_each_status_into_its_own_count() {
     for status in ItemStatus::ALL {
-        let (_dir, state, feed) = with_status(status.as_sql());
+        let (_dir, state, feed) = with_status(status);
         let c = state.counts(feed).unwrap();
         let got = [c.pending, c.sent, c.retry, c.failed];
         let want = ItemStatus::ALL.map(|s| u64::from(s == status));
@@ -34,7 +42,7 @@ fn an_unknown_status_is_a_state_error_not_a_failed_item() {
     let (_dir, state, feed) = with_status("lost");
     let e = state.counts(feed).unwrap_err();
     assert_eq!(e.exit_code(), crate::exit_code::ExitCode::State, "{e}");
-    assert!(e.to_string().contains("`lost`"), "{e}");
+    assert!(e.to_string().contains("unknown status"), "{e}");
     let filter = ItemFilter {
         status: None,
         id: None,
@@ -46,7 +54,7 @@ fn an_unknown_status_is_a_state_error_not_a_failed_item() {
 
 #[test]
 fn items_filter_by_status() {
-    let (_dir, state, feed) = with_status("retry");
+    let (_dir, state, feed) = with_status(ItemStatus::Retry);
     let pick = |status| ItemFilter {
         status: Some(status),
         id: None,

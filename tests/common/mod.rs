@@ -182,19 +182,43 @@ impl Env {
         .collect()
     }
 
-    /// id → status for a feed.
+    /// id → status for a feed, as `items` shows them.
     pub fn statuses(&self, feed: &str) -> BTreeMap<String, String> {
-        let db = self.db();
-        let mut stmt = db
-            .prepare(
-                "SELECT i.id, i.status FROM items i JOIN feeds f ON f.id = i.feed_id
-                 WHERE f.name = ?1",
+        self.statuses_via_cli(feed)
+    }
+
+    /// Makes the state file one an older feedsync (schema 1) left behind:
+    /// the items table of then (text statuses, every key stored), without
+    /// the tables, columns, index and triggers later versions added.
+    pub fn downgrade_to_schema_1(&self) {
+        self.db()
+            .execute_batch(
+                "CREATE TABLE items_v1 (
+                     feed_id INTEGER NOT NULL REFERENCES feeds(id), id TEXT NOT NULL,
+                     key TEXT NOT NULL, hash BLOB NOT NULL, raw_hash BLOB,
+                     deleted INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL,
+                     attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
+                     modified_at INTEGER NOT NULL, sent_at INTEGER, next_attempt_at INTEGER,
+                     data TEXT, UNIQUE (feed_id, id));
+                 INSERT INTO items_v1 (rowid, feed_id, id, key, hash, raw_hash, deleted, status,
+                                       attempts, error, modified_at, sent_at, next_attempt_at, data)
+                 SELECT i.rowid, i.feed_id, i.id, coalesce(i.key, json_object(f.key_field, i.id)),
+                        i.hash, i.raw_hash, i.deleted,
+                        CASE WHEN i.status = 0 AND i.rowid BETWEEN f.unconfirmed_from
+                                  AND f.unconfirmed_to THEN 'pending'
+                             ELSE CASE i.status WHEN 0 THEN 'sent' WHEN 1 THEN 'pending'
+                                  WHEN 2 THEN 'retry' ELSE 'failed' END END,
+                        i.attempts, i.error, i.modified_at, i.sent_at, i.next_attempt_at, i.data
+                 FROM items i JOIN feeds f ON f.id = i.feed_id;
+                 DROP TABLE items;
+                 ALTER TABLE items_v1 RENAME TO items;
+                 DROP TABLE feed_counts; DROP TABLE feed_metrics; DROP TABLE tasks;
+                 ALTER TABLE feeds DROP COLUMN key_field;
+                 ALTER TABLE feeds DROP COLUMN unconfirmed_from;
+                 ALTER TABLE feeds DROP COLUMN unconfirmed_to;
+                 PRAGMA user_version = 1;",
             )
             .unwrap();
-        stmt.query_map([feed], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
     }
 }
 

@@ -42,7 +42,9 @@ fn setup(receiver: &Receiver, n: usize, target: impl FnOnce(&mut TargetConfig)) 
 fn item(env: &Env, id: &str) -> (String, i64, Option<String>, Option<i64>) {
     env.db()
         .query_row(
-            "SELECT status, attempts, error, next_attempt_at FROM items WHERE id = ?1",
+            "SELECT CASE status WHEN 0 THEN 'sent' WHEN 1 THEN 'pending' WHEN 2 THEN 'retry'
+                 WHEN 3 THEN 'failed' END, attempts, error, next_attempt_at
+             FROM items WHERE id = ?1",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )

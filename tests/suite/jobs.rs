@@ -706,20 +706,7 @@ fn a_retry_after_is_still_honoured_when_the_clock_is_set_right() {
 fn retry_items_stranded_by_an_older_feedsync_go_after_the_upgrade() {
     let receiver = Receiver::start();
     let mut env = failed_in_2099(&receiver, &[], Behavior::Status(503, "down".into()));
-    // Make it the state file an older feedsync (schema 1) left behind.
-    let db = env.db();
-    let columns: Vec<String> = db
-        .prepare("SELECT name FROM pragma_table_info('items')")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    if columns.iter().any(|c| c == "failed_at") {
-        db.execute_batch("ALTER TABLE items DROP COLUMN failed_at; PRAGMA user_version = 1;")
-            .unwrap();
-    }
-    drop(db);
+    env.downgrade_to_schema_1();
     env.run(&["retry"]).assert_code(0);
     env.set_env("FEEDSYNC_NOW", "2026-11-29T10:10:01Z");
     env.run(&["retry"]).assert_code(0);
