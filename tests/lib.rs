@@ -22,6 +22,7 @@ mod suite {
     mod ops;
     mod postgres;
     mod receiver_selftest;
+    mod schema;
     mod sources;
     mod sync;
     mod target_config;

@@ -111,9 +111,22 @@ impl State {
             conn,
             path: path.to_path_buf(),
         };
-        if state.user_version()? == 0 {
+        let version = state.user_version()?;
+        if version == 0 {
             // Created but never set up (a first run killed at once).
             return State::empty(path);
+        }
+        if version < schema_version() {
+            // A file from an older feedsync: brought up to date once, here
+            // as by any job, since this build reads only its own schema.
+            drop(state);
+            State::open(path).map_err(|e| {
+                Error::State(format!(
+                    "{e} (the file is at schema {version} and must be upgraded to {} before it can be read)",
+                    schema_version()
+                ))
+            })?;
+            return State::open_read_only(path);
         }
         Ok(state)
     }

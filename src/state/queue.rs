@@ -25,7 +25,7 @@ impl State {
             let rows = stmt.query_map(params![first, last, feed_id], out_item)?;
             let mut items: Vec<OutItem> = rows.collect::<rusqlite::Result<_>>()?;
             items.retain(|i| rowids.binary_search(&i.rowid).is_ok());
-            return Ok(items);
+            return fill_keys(&self.conn, feed_id, items);
         }
         let list: rusqlite::vtab::array::Array = std::rc::Rc::new(
             rowids
@@ -38,7 +38,7 @@ impl State {
              WHERE rowid IN rarray(?1) AND +feed_id = ?3 AND {PENDING} ORDER BY rowid"
         ))?;
         let rows = stmt.query_map(params![list, rusqlite::types::Null, feed_id], out_item)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        fill_keys(&self.conn, feed_id, rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// One batch of the send queue: items in `status` (and, for `retry`,
@@ -52,7 +52,11 @@ impl State {
             params![q.feed_id, q.status, q.due, after, limit as i64],
             out_item,
         )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        fill_keys(
+            &self.conn,
+            q.feed_id,
+            rows.collect::<rusqlite::Result<_>>()?,
+        )
     }
 }
 
@@ -88,22 +92,50 @@ const PENDING: &str = "(status = 1 /* pending */ OR (status = 0 /* sent */ AND r
     (SELECT unconfirmed_from FROM feeds WHERE id = ?3) AND
     (SELECT unconfirmed_to FROM feeds WHERE id = ?3)))";
 
-/// What [`out_item`] reads. A row without a stored key has its id's text
-/// under the feed's key field (see `Tx::use_key_field`).
-pub(super) const OUT_ITEM: &str = "rowid, id,
-    coalesce(key, json_object((SELECT key_field FROM feeds WHERE feeds.id = items.feed_id), id)),
-    hash, deleted, data, attempts";
+/// What [`out_item`] reads.
+pub(super) const OUT_ITEM: &str = "rowid, id, key, hash, deleted, data, attempts";
 
+/// An item as a query of [`OUT_ITEM`] reads it; one stored without its key
+/// gets it from [`fill_keys`].
 pub(super) fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
     Ok(OutItem {
         rowid: r.get(0)?,
         id: r.get(1)?,
-        key: r.get(2)?,
+        key: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
         hash: unblob(&r.get::<_, Vec<u8>>(3)?),
         deleted: r.get(4)?,
         data: r.get::<_, Option<String>>(5)?.map(String::into_bytes),
         attempts: r.get(6)?,
     })
+}
+
+/// Gives items of `feed_id` stored without a key theirs: the id's text
+/// under the feed's key field (see `Tx::use_key_field`), written as the
+/// record's key was.
+pub(super) fn fill_keys(
+    conn: &Connection,
+    feed_id: i64,
+    mut items: Vec<OutItem>,
+) -> Result<Vec<OutItem>> {
+    if items.iter().all(|i| !i.key.is_empty()) {
+        return Ok(items);
+    }
+    let field: Option<String> = conn.query_row(
+        "SELECT key_field FROM feeds WHERE id = ?1",
+        [feed_id],
+        |r| r.get(0),
+    )?;
+    let field = field.ok_or_else(|| {
+        crate::error::Error::State(format!(
+            "state file: feed {feed_id} has items without a key and no key field"
+        ))
+    })?;
+    for item in items.iter_mut().filter(|i| i.key.is_empty()) {
+        let mut key = serde_json::Map::new();
+        key.insert(field.clone(), serde_json::Value::String(item.id.clone()));
+        item.key = serde_json::Value::Object(key).to_string();
+    }
+    Ok(items)
 }
 
 /// A `retry` item whose last attempt failed at a time the clock has not

@@ -51,7 +51,8 @@ SELECT i.rowid, i.feed_id, i.id,
                      WHEN 'failed' THEN 3 ELSE i.status END,
        i.deleted, i.raw_hash, i.hash, i.modified_at, i.sent_at, i.attempts, i.error,
        i.next_attempt_at, i.failed_at,
-       CASE WHEN i.key = json_object(f.key_field, i.id) THEN NULL ELSE i.key END,
+       CASE WHEN f.key_field IS NOT NULL AND i.key = json_object(f.key_field, i.id)
+            THEN NULL ELSE i.key END,
        i.data
 FROM items_v4 i JOIN feeds f ON f.id = i.feed_id
 ORDER BY i.rowid;

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, params};
 
-use super::queue::{OUT_ITEM, out_item};
+use super::queue::{OUT_ITEM, fill_keys, out_item};
 use super::{OutItem, State, connect};
 use crate::error::{Error, Result};
 use crate::record::{Hash, hash_hex};
@@ -157,7 +157,7 @@ impl State {
                 out.push(OutItem { hash, ..item? });
             }
         }
-        Ok(out)
+        fill_keys(&self.conn, task.feed_id, out)
     }
 }
 
