@@ -97,14 +97,14 @@ impl Tx<'_> {
     /// keeps SQLite on the table itself, in rowid order, instead of the
     /// id index followed by a sort.) A million rows are read here on every
     /// collect, so the row is taken apart by hand.
-    pub fn slots(&self, feed_id: i64) -> Result<Vec<Slot>> {
+    pub fn slots(&self, feed_id: i64) -> Result<Slots> {
         use rusqlite::types::ValueRef;
         let mut stmt = self.0.prepare_cached(
             "SELECT rowid, raw_hash, deleted, status, data IS NULL
              FROM items WHERE +feed_id = ?1 ORDER BY rowid",
         )?;
         let mut rows = stmt.query([feed_id])?;
-        let mut out = Vec::new();
+        let mut out = Slots::default();
         while let Some(r) = rows.next()? {
             let raw = match r.get_ref(1)? {
                 ValueRef::Blob(b) => Some(unblob(b)),
@@ -115,19 +115,11 @@ impl Tx<'_> {
             let no_data = matches!(r.get_ref(4)?, ValueRef::Integer(1));
             let flags = raw.map_or(0, |_| HAS_RAW)
                 | if deleted { DELETED } else { 0 }
-                | if pending && no_data && !deleted {
-                    NEEDS_DATA
-                } else {
-                    0
-                }
+                | if pending && no_data && !deleted { NEEDS_DATA } else { 0 }
                 | if pending { PENDING } else { 0 };
-            let raw = raw.unwrap_or(0);
-            out.push(Slot {
-                rowid: r.get(0)?,
-                raw_lo: raw as u64,
-                raw_hi: (raw >> 64) as u64,
-                flags,
-            });
+            out.rowids.push(r.get(0)?);
+            out.raws.push(raw.unwrap_or(0));
+            out.flags.push(flags);
         }
         Ok(out)
     }
@@ -411,14 +403,15 @@ pub struct Known {
     pub pending: bool,
 }
 
-/// An item as the diff first sees it: only what finding changes needs,
-/// kept small because there is one per item in memory.
-#[derive(Debug, Clone, Copy)]
-pub struct Slot {
-    pub rowid: i64,
-    raw_lo: u64,
-    raw_hi: u64,
-    flags: u8,
+/// A feed's items as the diff first sees them: only what finding changes
+/// needs, in rowid order. There is one per item in memory (25 bytes: at
+/// ten million items that is what the diff holds), so they are kept as
+/// three arrays rather than an array of padded structs.
+#[derive(Debug, Default)]
+pub struct Slots {
+    rowids: Vec<i64>,
+    raws: Vec<Hash>,
+    flags: Vec<u8>,
 }
 
 const HAS_RAW: u8 = 1;
@@ -426,24 +419,40 @@ const DELETED: u8 = 2;
 const NEEDS_DATA: u8 = 4;
 const PENDING: u8 = 8;
 
-impl Slot {
-    pub fn raw_hash(&self) -> Option<Hash> {
-        (self.flags & HAS_RAW != 0)
-            .then(|| (u128::from(self.raw_hi) << 64) | u128::from(self.raw_lo))
+impl Slots {
+    pub fn len(&self) -> usize {
+        self.rowids.len()
     }
 
-    pub fn deleted(&self) -> bool {
-        self.flags & DELETED != 0
+    pub fn is_empty(&self) -> bool {
+        self.rowids.is_empty()
+    }
+
+    pub fn rowid(&self, slot: usize) -> i64 {
+        self.rowids[slot]
+    }
+
+    /// The slot of the item at `rowid`.
+    pub fn find(&self, rowid: i64) -> Option<usize> {
+        self.rowids.binary_search(&rowid).ok()
+    }
+
+    pub fn raw_hash(&self, slot: usize) -> Option<Hash> {
+        (self.flags[slot] & HAS_RAW != 0).then(|| self.raws[slot])
+    }
+
+    pub fn deleted(&self, slot: usize) -> bool {
+        self.flags[slot] & DELETED != 0
     }
 
     /// Pending, but its data is neither stored nor (yet) spooled: the
     /// collect must pass the record's data along again.
-    pub fn needs_data(&self) -> bool {
-        self.flags & NEEDS_DATA != 0
+    pub fn needs_data(&self, slot: usize) -> bool {
+        self.flags[slot] & NEEDS_DATA != 0
     }
 
-    pub fn pending(&self) -> bool {
-        self.flags & PENDING != 0
+    pub fn pending(&self, slot: usize) -> bool {
+        self.flags[slot] & PENDING != 0
     }
 }
 

@@ -30,7 +30,7 @@ pub use crate::error::clip;
 pub use backup::BACKUP_TAKEN_AT;
 pub use counts::{Counts, FeedMetrics, Gauges};
 pub use feeds::FeedInfo;
-pub use items::{ItemFilter, ItemRow, Known, Outcome, Slot};
+pub use items::{ItemFilter, ItemRow, Known, Outcome, Slots};
 pub use lock::{Holder, RunLock, lock, lock_holder, probe_lock};
 pub use queue::{Backlog, OutItem, Queue, queue_ids, queue_size, retry_backlog};
 pub use runs::RunRow;
