@@ -114,7 +114,7 @@ TOML
     rm -rf "$work/state.sqlite" "$work/out"
     read -r t rss < <(measure 1 -- "$bin" --config "$work/file.toml" sync)
     put full "$r" "$t" "$rss"; pair "$r" full "$p" "$t"
-    rm -rf "$work/out"               # as big as the catalog
+    rm -rf "$work/out"               # 1.1× the catalog: 13 GB at 10M
   done
   cp "$work/state.sqlite" "$work/synced.sqlite"; sync "$work/synced.sqlite"
 
@@ -140,6 +140,8 @@ TOML
   done
 
   # The commands that only look, on the synced state (median of $looks).
+  # doctor checks a `file:` target for writability: no network (strace
+  # shows no socket at all).
   restore
   for c in status doctor; do
     read -r t _ < <(measure "$looks" -- "$bin" --config "$work/file.toml" "$c")
@@ -153,8 +155,9 @@ TOML
   # after `cp` that fsync has to write the whole copy out of the page cache
   # first (cp does not sync); with the copy already on disk it is cheap.
   # The three alternate round by round; each copy is a new file, as a
-  # restore's is (ext4 starts writing back a file truncated and rewritten
-  # in place at its close, which would hide most of the effect).
+  # restore's is (ext4 starts writing back a file that was truncated and
+  # rewritten in place when it is closed: an overwriting cp can hide part
+  # of the effect).
   measure 1 -- "$bin" --config "$work/file.toml" run >/dev/null   # warm-up, not counted
   for r in $(seq "$looks"); do
     read -r t _ < <(measure 1 -- "$bin" --config "$work/file.toml" run); put run-used "$r" "$t"
