@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""Runs a command N times; prints the mean wall seconds and the peak RSS (MB)
-of the slowest child. Usage: measure.py N -- CMD ARGS..."""
-import os, resource, subprocess, sys, time
+"""Runs a command N times, one after the other; prints the median wall
+seconds and the peak RSS (MB) over all runs (each child's own maximum, from
+wait4: nothing is sampled, so a short peak is not missed).
+
+    measure.py N -- CMD ARGS...
+
+stdout of CMD is discarded; a non-zero exit stops with an error naming the
+command, so a failing step cannot pass for a fast one."""
+import os, statistics, subprocess, sys, time
 
 n = int(sys.argv[1])
+assert sys.argv[2] == "--", "usage: measure.py N -- CMD ARGS..."
 cmd = sys.argv[3:]
 times, peak = [], 0
 for _ in range(n):
@@ -15,4 +22,4 @@ for _ in range(n):
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(f"{' '.join(cmd)} exited {code}")
-print(f"{sum(times) / len(times):.3f} {peak / 1024:.0f}")
+print(f"{statistics.median(times):.4f} {peak / 1024:.0f}")

@@ -3,7 +3,7 @@
 //! sink that acknowledges every batch.
 //!
 //! ```text
-//! benchtool gen N SEED OUT [--changed PCT]   # ~1.1 KB NDJSON products
+//! benchtool gen N SEED OUT [--changed PCT]   # ~1.2 KB NDJSON products, streamed
 //! benchtool parse FILE                      # every line into a serde_json Value
 //! benchtool scan FILE                       # every line's raw bytes through xxh3
 //! benchtool sink PORTFILE                   # a success, in each target kind's protocol
@@ -189,8 +189,13 @@ fn product(seed: u64, i: u64, changed: u64) -> String {
     v.to_string()
 }
 
+/// Streams the catalog to `OUT.part`, one product at a time, and renames it
+/// to `OUT` only once it is whole: the scripts reuse any catalog that
+/// exists, and an interrupted run (10M items take minutes) must not leave
+/// a short one behind under the real name.
 fn generate(n: u64, seed: u64, out: &str, changed: u64) {
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(out).expect("create"));
+    let part = format!("{out}.part");
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(&part).expect("create"));
     let mut bytes = 0u64;
     for i in 0..n {
         let line = product(seed, i, changed);
@@ -198,7 +203,11 @@ fn generate(n: u64, seed: u64, out: &str, changed: u64) {
         w.write_all(line.as_bytes()).unwrap();
         w.write_all(b"\n").unwrap();
     }
-    w.flush().unwrap();
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .expect("write");
+    std::fs::rename(&part, out).expect("rename");
     eprintln!(
         "{out}: {n} products, {} bytes, {:.0} B/product",
         bytes,
