@@ -2,8 +2,8 @@
 //! the target said, back into the state file.
 //!
 //! Three parties work at once. The calling thread reads batches from the
-//! state and records outcomes; a courier thread reads the batches' data from
-//! the spool, builds envelopes and sends them; the target answers. An item
+//! state and their data from the spool, and records outcomes; a courier
+//! thread builds envelopes and sends them; the target answers. An item
 //! becomes `sent` only in the transaction that follows the target's
 //! acknowledgement of its version (Guarantee 1), and after a retryable
 //! failure or a refusal nothing more goes to that feed in this run.
@@ -53,7 +53,7 @@ pub(crate) fn run(
     let window = target.window();
     let mut refused = None;
     std::thread::scope(|scope| -> Result<()> {
-        let courier = Courier::start(scope, target, batches.from.spool, &feed.name, kind, nonce);
+        let courier = Courier::start(scope, target, &feed.name, kind, nonce);
         // Work an earlier run left unfinished at the target is settled
         // first; while some still is, nothing more goes there.
         match settle.remembered(state, target, report, &courier)? {
@@ -86,13 +86,8 @@ pub(crate) fn run(
             if ahead.is_none() && !crate::stop::requested() {
                 ahead = batches.next(state)?;
             }
-            let Sent {
-                items,
-                held,
-                response,
-            } = courier.wait();
+            let Sent { items, response } = courier.wait();
             in_flight -= 1;
-            batches.waiting += held;
             let flow = if let Response::Delivered(verdicts) = response {
                 // Acknowledged: send on at once, record meanwhile.
                 if in_flight < window
@@ -192,7 +187,24 @@ impl Batches<'_> {
                 batch
             }
         };
-        Ok(Some(self.by_bytes(batch)))
+        let mut batch = self.by_bytes(batch);
+        // The data of the batch, read here rather than by the courier:
+        // while the courier writes one batch, this thread reads the next,
+        // which balances the two cores of a first sync.
+        if let Some(spool) = self.from.spool
+            && let Err(e) = spool.fill(&mut batch)
+        {
+            log::warn!(
+                "{}: spool file: {e}; those items wait for the next run",
+                self.feed
+            );
+        }
+        // An upsert without data stays pending for the next collect,
+        // which reads the source and passes it along.
+        let before = batch.len();
+        batch.retain(|i| i.deleted || i.data.is_some());
+        self.waiting += (before - batch.len()) as u64;
+        Ok(Some(batch))
     }
 
     /// The longest head of `batch` whose body stays within `max_bytes`
@@ -223,19 +235,16 @@ impl Batches<'_> {
 }
 
 /// Sends batches on its own thread, so the next batch is read and the last
-/// one recorded while the target is busy; it also reads the items' data
-/// from the spool, off the thread that works the state file. It sends in
-/// order, and after a failure nothing more goes out.
+/// one recorded while the target is busy. It sends in order, and after a
+/// failure nothing more goes out.
 struct Courier {
     to: SyncSender<Vec<OutItem>>,
     from: Receiver<Sent>,
 }
 
-/// A batch back from the courier: the items it sent, how many it held
-/// back for lack of data, and the answer.
+/// A batch back from the courier: the items it sent, and the answer.
 struct Sent {
     items: Vec<OutItem>,
-    held: u64,
     response: Response,
 }
 
@@ -243,7 +252,6 @@ impl Courier {
     fn start<'s>(
         scope: &'s std::thread::Scope<'s, '_>,
         target: &'s Target,
-        spool: Option<&'s Spool>,
         feed: &'s str,
         kind: SyncKind,
         nonce: Option<u64>,
@@ -262,19 +270,6 @@ impl Courier {
                         Err(_) => break,
                     }
                 }
-                let mut held = Vec::with_capacity(group.len());
-                for items in &mut group {
-                    if let Some(spool) = spool
-                        && let Err(e) = spool.fill(items)
-                    {
-                        log::warn!("{feed}: spool file: {e}; those items wait for the next run");
-                    }
-                    // An upsert without data stays pending for the next
-                    // collect, which reads the source and passes it along.
-                    let before = items.len();
-                    items.retain(|i| i.deleted || i.data.is_some());
-                    held.push((before - items.len()) as u64);
-                }
                 // After a failure nothing more is written or sent; the main
                 // thread has stopped the feed and these stay pending.
                 let responses = if failed {
@@ -288,12 +283,8 @@ impl Courier {
                 failed |= responses
                     .iter()
                     .any(|r| matches!(r, Response::Retry { .. } | Response::Refused { .. }));
-                for ((items, held), response) in group.into_iter().zip(held).zip(responses) {
-                    let sent = Sent {
-                        items,
-                        held,
-                        response,
-                    };
+                for (items, response) in group.into_iter().zip(responses) {
+                    let sent = Sent { items, response };
                     if outbox.send(sent).is_err() {
                         return;
                     }

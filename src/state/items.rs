@@ -115,7 +115,11 @@ impl Tx<'_> {
             let no_data = matches!(r.get_ref(4)?, ValueRef::Integer(1));
             let flags = raw.map_or(0, |_| HAS_RAW)
                 | if deleted { DELETED } else { 0 }
-                | if pending && no_data && !deleted { NEEDS_DATA } else { 0 }
+                | if pending && no_data && !deleted {
+                    NEEDS_DATA
+                } else {
+                    0
+                }
                 | if pending { PENDING } else { 0 };
             out.rowids.push(r.get(0)?);
             out.raws.push(raw.unwrap_or(0));

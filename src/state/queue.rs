@@ -102,7 +102,10 @@ pub(super) fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
         rowid: r.get(0)?,
         id: r.get(1)?,
         key: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-        hash: unblob(&r.get::<_, Vec<u8>>(3)?),
+        hash: match r.get_ref(3)? {
+            rusqlite::types::ValueRef::Blob(b) => unblob(b),
+            _ => 0,
+        },
         deleted: r.get(4)?,
         data: r.get::<_, Option<String>>(5)?.map(String::into_bytes),
         attempts: r.get(6)?,
@@ -130,10 +133,17 @@ pub(super) fn fill_keys(
             "state file: feed {feed_id} has items without a key and no key field"
         ))
     })?;
+    // `{"field":"id"}` as serde_json writes a one-entry object, without
+    // building one per item (a first sync reads a million of them).
+    let mut prefix = String::from("{");
+    prefix.push_str(&serde_json::Value::String(field).to_string());
+    prefix.push(':');
     for item in items.iter_mut().filter(|i| i.key.is_empty()) {
-        let mut key = serde_json::Map::new();
-        key.insert(field.clone(), serde_json::Value::String(item.id.clone()));
-        item.key = serde_json::Value::Object(key).to_string();
+        let mut key = Vec::with_capacity(prefix.len() + item.id.len() + 3);
+        key.extend_from_slice(prefix.as_bytes());
+        serde_json::to_writer(&mut key, &item.id).expect("writing to memory");
+        key.push(b'}');
+        item.key = String::from_utf8(key).expect("JSON text is UTF-8");
     }
     Ok(items)
 }
