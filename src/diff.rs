@@ -23,7 +23,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::Feed;
 use crate::error::{Error, Result};
-use crate::format::{Decoder, SplitError, Splitter};
+use crate::format::{Decoder, Span, SplitError, Splitter};
 use crate::record::{Hash, Item, Rules, raw_hash};
 use crate::spool::Spool;
 use crate::state::{ItemStatus, Slots, Tx};
@@ -72,20 +72,13 @@ pub struct Options<'a> {
 const CHUNK_RECORDS: usize = 2048;
 const CHUNK_BYTES: usize = 2 << 20;
 
-/// A run of records copied out of the source.
+/// A run of records cut from the source (see `Splitter::next_block`).
 struct Chunk {
     seq: u64,
     bytes: Vec<u8>,
-    records: Vec<Record>,
+    records: Vec<Span>,
     /// The stream ended (or failed) after these records.
     end: Option<std::result::Result<(), SplitError>>,
-}
-
-struct Record {
-    start: usize,
-    len: usize,
-    line: u64,
-    offset: u64,
 }
 
 /// What a worker made of one record.
@@ -202,7 +195,10 @@ pub fn collect(
     let mut apply = std::thread::scope(|scope| -> Result<Apply<'_, '_>> {
         let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(workers * 2);
         let (done_tx, done_rx) = sync_channel::<(Chunk, Vec<Outcome>)>(workers * 2);
-        threads::named(scope, "feedsync-split", move || split(records, chunk_tx));
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(workers * 4);
+        threads::named(scope, "feedsync-split", move || {
+            split(records, chunk_tx, spare_rx)
+        });
         // Shared by the workers; when the last one stops, the splitter's
         // next send fails and it stops too.
         let chunk_rx = Arc::new(Mutex::new(chunk_rx));
@@ -221,7 +217,7 @@ pub fn collect(
             });
         }
         drop((chunk_rx, done_tx));
-        in_order(done_rx, apply, spool)
+        in_order(done_rx, apply, spool, spare_tx)
     })?;
 
     if let Some(ids) = opts.ids {
@@ -234,37 +230,18 @@ pub fn collect(
     Ok(apply.finish())
 }
 
-/// The splitting thread: copies records into chunks for the workers.
-fn split(mut records: Splitter, out: SyncSender<Chunk>) {
+/// The splitting thread: cuts the source into chunks for the workers,
+/// reading into buffers that applied chunks gave back (`spare`).
+fn split(mut records: Splitter, out: SyncSender<Chunk>, spare: Receiver<Vec<u8>>) {
     for seq in 0.. {
-        let mut chunk = Chunk {
+        let block = records.next_block(CHUNK_RECORDS, CHUNK_BYTES, spare.try_recv().ok());
+        let last = block.end.is_some();
+        let chunk = Chunk {
             seq,
-            bytes: Vec::with_capacity(CHUNK_BYTES + 64 * 1024),
-            records: Vec::with_capacity(CHUNK_RECORDS),
-            end: None,
+            bytes: block.bytes,
+            records: block.records,
+            end: block.end,
         };
-        while chunk.records.len() < CHUNK_RECORDS && chunk.bytes.len() < CHUNK_BYTES {
-            match records.next_record() {
-                Ok(Some(r)) => {
-                    chunk.records.push(Record {
-                        start: chunk.bytes.len(),
-                        len: r.bytes.len(),
-                        line: r.line,
-                        offset: r.offset,
-                    });
-                    chunk.bytes.extend_from_slice(r.bytes);
-                }
-                Ok(None) => {
-                    chunk.end = Some(Ok(()));
-                    break;
-                }
-                Err(e) => {
-                    chunk.end = Some(Err(e));
-                    break;
-                }
-            }
-        }
-        let last = chunk.end.is_some();
         if out.send(chunk).is_err() || last {
             return;
         }
@@ -326,6 +303,7 @@ fn in_order<'t, 'c>(
     done: Receiver<(Chunk, Vec<Outcome>)>,
     mut apply: Apply<'t, 'c>,
     spool: &mut Spool,
+    spare: SyncSender<Vec<u8>>,
 ) -> Result<Apply<'t, 'c>> {
     let mut waiting = BTreeMap::new();
     let mut next = 0u64;
@@ -334,6 +312,8 @@ fn in_order<'t, 'c>(
         while let Some((chunk, outcomes)) = waiting.remove(&next) {
             next += 1;
             apply.chunk(&chunk, outcomes, spool)?;
+            // Its buffer is read into again (full: dropped).
+            let _ = spare.try_send(chunk.bytes);
             match chunk.end {
                 Some(Ok(())) => return Ok(apply),
                 Some(Err(e)) => {
@@ -515,7 +495,7 @@ impl Apply<'_, '_> {
             .map_err(|e| Error::source(e.to_string()))
     }
 
-    fn place(&self, r: &Record) -> String {
+    fn place(&self, r: &Span) -> String {
         format!(
             "{}: record {} (line {}, byte {})",
             self.feed.source.describe(),
@@ -525,11 +505,11 @@ impl Apply<'_, '_> {
         )
     }
 
-    fn duplicate(&self, r: &Record, id: &str) -> Error {
+    fn duplicate(&self, r: &Span, id: &str) -> Error {
         Error::source(format!("{}: duplicate key `{id}`", self.place(r)))
     }
 
-    fn mark_seen(&mut self, slot: usize, r: &Record) -> Result<()> {
+    fn mark_seen(&mut self, slot: usize, r: &Span) -> Result<()> {
         if std::mem::replace(&mut self.seen[slot], true) {
             let id = self.tx.item_id(self.slots.rowid(slot))?;
             return Err(self.duplicate(r, &id));
@@ -552,7 +532,7 @@ impl Apply<'_, '_> {
     /// state knows. A new item is handed back, to be inserted with others.
     fn parsed<'d>(
         &mut self,
-        r: &Record,
+        r: &Span,
         raw: Hash,
         item: Item,
         data: Data<'d>,

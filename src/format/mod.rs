@@ -178,6 +178,50 @@ impl Splitter {
         self.buf.consumed
     }
 
+    /// Up to `max_records` records (and about `max_bytes`) together, in a
+    /// buffer the caller then owns, for the diff's workers. NDJSON hands
+    /// over its read buffer itself, so records are never copied: `spare`,
+    /// a buffer an earlier block gave back, becomes the next read buffer
+    /// (the unfinished record at the end is all that moves). Other formats
+    /// copy their records out one by one.
+    pub fn next_block(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        spare: Option<Vec<u8>>,
+    ) -> Block {
+        if self.format == Format::Ndjson {
+            return self.ndjson_block(max_records, spare);
+        }
+        let mut block = Block {
+            bytes: spare.map_or_else(Vec::new, |mut v| {
+                v.clear();
+                v
+            }),
+            records: Vec::with_capacity(max_records),
+            end: None,
+        };
+        while block.records.len() < max_records && block.bytes.len() < max_bytes {
+            match self.next_record() {
+                Ok(Some(r)) => {
+                    block.records.push(Span {
+                        start: block.bytes.len(),
+                        len: r.bytes.len(),
+                        line: r.line,
+                        offset: r.offset,
+                    });
+                    block.bytes.extend_from_slice(r.bytes);
+                }
+                Ok(None) => block.end = Some(Ok(())),
+                Err(e) => block.end = Some(Err(e)),
+            }
+            if block.end.is_some() {
+                break;
+            }
+        }
+        block
+    }
+
     pub fn next_record(&mut self) -> Result<Option<RawRecord<'_>>, SplitError> {
         let found = match self.format {
             Format::Ndjson => self.next_line()?,
@@ -224,6 +268,25 @@ impl Splitter {
     fn malformed(&self, why: &str) -> SplitError {
         SplitError::Malformed(self.buf.line, self.buf.consumed, why.into())
     }
+}
+
+/// Records cut from the stream together (see [`Splitter::next_block`]).
+pub struct Block {
+    pub bytes: Vec<u8>,
+    /// Where each record lies in `bytes`.
+    pub records: Vec<Span>,
+    /// The stream ended (or failed) after these records.
+    pub end: Option<Result<(), SplitError>>,
+}
+
+/// One record of a [`Block`]: its bytes, and where it started in the stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub start: usize,
+    pub len: usize,
+    /// 1-based line where the record starts.
+    pub line: u64,
+    pub offset: u64,
 }
 
 /// Where a record lies in the buffer, and where it started in the stream.
@@ -320,6 +383,23 @@ impl Buffer {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Hands over the buffer with everything read so far, keeping only
+    /// the unconsumed tail, which moves to the start of `spare` (or of a
+    /// new buffer).
+    fn take(&mut self, spare: Option<Vec<u8>>) -> Vec<u8> {
+        let tail = self.end - self.start;
+        let mut next = spare.unwrap_or_default();
+        let size = CHUNK.max(tail * 2);
+        if next.len() < size {
+            next.resize(size, 0);
+        }
+        next[..tail].copy_from_slice(&self.buf[self.start..self.end]);
+        let mut full = std::mem::replace(&mut self.buf, next);
+        full.truncate(self.start);
+        (self.start, self.end) = (0, tail);
+        full
     }
 
     fn skip_bom(&mut self) -> io::Result<()> {

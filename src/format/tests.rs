@@ -362,3 +362,74 @@ fn an_endless_record_is_refused_after_reading_about_the_cap() {
         assert!(taken <= limit + CHUNK, "{format:?}: read {taken} bytes");
     }
 }
+
+/// A reader that gives at most `step` bytes a read, so lines straddle
+/// every read and buffer boundary.
+struct Dribble(io::Cursor<Vec<u8>>, usize);
+impl Read for Dribble {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// Blocks (the diff's way to read, handing buffers over) give exactly the
+/// records, lines and offsets that record-by-record reading gives, for
+/// every format, at any read size, with buffers handed back or not.
+#[test]
+fn blocks_cut_the_same_records_as_reading_one_by_one() {
+    let mut rng = Rng(7);
+    for round in 0..8 {
+        // Lines of every length, blank and white-space lines, CRLF, a
+        // last line with or without its newline, some past the 1 MB buffer.
+        let mut text = String::new();
+        while text.len() < 3 * CHUNK {
+            match rng.below(10) {
+                0 => text.push('\n'),
+                1 => text.push_str("  \r\n"),
+                _ => {
+                    let len = [1, 40, 900, 5000, CHUNK + 10][rng.below(5).min(3 + (round % 2))];
+                    text.push_str(&format!("{{\"sku\":\"{}\"}}", "x".repeat(len)));
+                    text.push_str(if rng.below(3) == 0 { "\r\n" } else { "\n" });
+                }
+            }
+        }
+        if round % 3 == 0 {
+            text.push_str("{\"sku\":\"last\"}");
+        }
+        let format = Format::Ndjson;
+        let open = |step: usize| {
+            let reader = Dribble(io::Cursor::new(text.as_bytes().to_vec()), step);
+            Splitter::new(Box::new(reader), format, LIMIT).unwrap()
+        };
+        let step = [1 << 20, 4096, 777, 65536][round % 4];
+        let mut one = open(step);
+        let mut want = Vec::new();
+        while let Some(r) = one.next_record().unwrap() {
+            want.push((r.bytes.to_vec(), r.line, r.offset));
+        }
+        let mut blocks = open(step);
+        let mut got = Vec::new();
+        let mut spare = None;
+        loop {
+            let block = blocks.next_block(2048, 2 << 20, spare.take());
+            for r in &block.records {
+                got.push((
+                    block.bytes[r.start..r.start + r.len].to_vec(),
+                    r.line,
+                    r.offset,
+                ));
+            }
+            let end = block.end;
+            if round % 2 == 0 {
+                spare = Some(block.bytes);
+            }
+            if let Some(end) = end {
+                end.unwrap();
+                break;
+            }
+        }
+        assert_eq!(got.len(), want.len(), "round {round}");
+        assert!(got == want, "round {round}: the records differ");
+    }
+}
