@@ -93,39 +93,40 @@ impl State {
 }
 
 impl Tx<'_> {
-    /// Every item of a feed in rowid order, with its raw hash. (`+feed_id`
-    /// keeps SQLite on the table itself, in rowid order, instead of the
-    /// id index followed by a sort.) A million rows are read here on every
-    /// collect, so the row is taken apart by hand.
+    /// Every item of a feed in rowid order, with its raw hash. A million
+    /// rows are read here on every collect, so a large table is read in
+    /// parts by as many threads as there are cores, each on a connection
+    /// of its own, when this transaction has not written yet (so those
+    /// connections see what it sees: it holds the write lock, nothing else
+    /// can have changed the file since it began).
     pub fn slots(&self, feed_id: i64) -> Result<Slots> {
-        use rusqlite::types::ValueRef;
-        let mut stmt = self.0.prepare_cached(
-            "SELECT rowid, raw_hash, deleted, status, data IS NULL
-             FROM items WHERE +feed_id = ?1 ORDER BY rowid",
-        )?;
-        let mut rows = stmt.query([feed_id])?;
-        let mut out = Slots::default();
-        while let Some(r) = rows.next()? {
-            let raw = match r.get_ref(1)? {
-                ValueRef::Blob(b) => Some(unblob(b)),
-                _ => None,
-            };
-            let deleted = !matches!(r.get_ref(2)?, ValueRef::Integer(0));
-            let pending = matches!(r.get_ref(3)?, ValueRef::Integer(1));
-            let no_data = matches!(r.get_ref(4)?, ValueRef::Integer(1));
-            let flags = raw.map_or(0, |_| HAS_RAW)
-                | if deleted { DELETED } else { 0 }
-                | if pending && no_data && !deleted {
-                    NEEDS_DATA
-                } else {
-                    0
-                }
-                | if pending { PENDING } else { 0 };
-            out.rowids.push(r.get(0)?);
-            out.raws.push(raw.unwrap_or(0));
-            out.flags.push(flags);
-        }
-        Ok(out)
+        let max = self.max_rowid()?;
+        let parts = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        let path = self.0.path().filter(|p| !p.is_empty());
+        let (Some(path), true) = (path, self.0.total_changes() == self.1 && max >= 100_000) else {
+            return read_slots(&self.0, feed_id, (1, max));
+        };
+        let path = std::path::Path::new(path);
+        let step = max / parts + 1;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..parts)
+                .map(|k| {
+                    let range = (k * step + 1, ((k + 1) * step).min(max));
+                    scope.spawn(move || {
+                        let conn = super::reader_for_slots(path)?;
+                        read_slots(&conn, feed_id, range)
+                    })
+                })
+                .collect();
+            let mut all = Slots::default();
+            for part in parts {
+                let part = part.join().expect("a slot reader panicked")?;
+                all.rowids.extend(part.rowids);
+                all.raws.extend(part.raws);
+                all.flags.extend(part.flags);
+            }
+            Ok(all)
+        })
     }
 
     pub fn max_rowid(&self) -> Result<i64> {
@@ -375,6 +376,44 @@ impl Tx<'_> {
         }
         Ok(())
     }
+}
+
+/// The slots of a feed's rows with rowids in `first..=last`, in rowid
+/// order, each row taken apart by hand. (`+feed_id` keeps SQLite on the
+/// table itself, in rowid order, instead of the id index and a sort.)
+pub(super) fn read_slots(
+    conn: &rusqlite::Connection,
+    feed_id: i64,
+    (first, last): (i64, i64),
+) -> Result<Slots> {
+    use rusqlite::types::ValueRef;
+    let mut stmt = conn.prepare_cached(
+        "SELECT rowid, raw_hash, deleted, status, data IS NULL
+         FROM items WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 ORDER BY rowid",
+    )?;
+    let mut rows = stmt.query(params![first, last, feed_id])?;
+    let mut out = Slots::default();
+    while let Some(r) = rows.next()? {
+        let raw = match r.get_ref(1)? {
+            ValueRef::Blob(b) => Some(unblob(b)),
+            _ => None,
+        };
+        let deleted = !matches!(r.get_ref(2)?, ValueRef::Integer(0));
+        let pending = matches!(r.get_ref(3)?, ValueRef::Integer(1));
+        let no_data = matches!(r.get_ref(4)?, ValueRef::Integer(1));
+        let flags = raw.map_or(0, |_| HAS_RAW)
+            | if deleted { DELETED } else { 0 }
+            | if pending && no_data && !deleted {
+                NEEDS_DATA
+            } else {
+                0
+            }
+            | if pending { PENDING } else { 0 };
+        out.rowids.push(r.get(0)?);
+        out.raws.push(raw.unwrap_or(0));
+        out.flags.push(flags);
+    }
+    Ok(out)
 }
 
 /// Which items `items` lists.

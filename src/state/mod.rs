@@ -169,9 +169,11 @@ impl State {
     /// A write transaction that takes SQLite's write lock at once, so a
     /// reader never has to be upgraded halfway.
     pub fn write(&mut self) -> Result<Tx<'_>> {
-        Ok(Tx(self.conn.transaction_with_behavior(
-            TransactionBehavior::Immediate,
-        )?))
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let at_start = tx.total_changes();
+        Ok(Tx(tx, at_start))
     }
 
     /// `PRAGMA quick_check`: empty when the file is sound, else its findings.
@@ -207,8 +209,10 @@ fn unblob(b: &[u8]) -> Hash {
     Hash::from_be_bytes(a)
 }
 
-/// A write transaction; every change to items goes through here.
-pub struct Tx<'c>(Transaction<'c>);
+/// A write transaction; every change to items goes through here. It
+/// remembers the connection's count of changed rows when it began, to
+/// tell whether it has written yet.
+pub struct Tx<'c>(Transaction<'c>, u64);
 
 /// The condition of the `items_unsent` index (schema 5), which a query
 /// must state in these very words for SQLite to use the index.
@@ -267,6 +271,15 @@ fn reader(path: &Path, private: bool) -> rusqlite::Result<Connection> {
     rusqlite::vtab::array::load_module(&conn)?;
     // The WAL index is set up by the first read, not by the open.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+    Ok(conn)
+}
+
+/// A connection of its own for a slot reader thread (see `Tx::slots`).
+fn reader_for_slots(path: &Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
 }
 

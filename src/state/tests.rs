@@ -70,3 +70,41 @@ fn items_filter_by_status() {
             .is_empty()
     );
 }
+
+/// A large feed's slots are read in parts by several threads (each on a
+/// connection of its own): they must be exactly the rows one reader finds,
+/// in order, with the rows of another feed in between left out.
+#[test]
+fn slots_read_in_parts_are_the_slots_read_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::open(&dir.path().join("state.db")).unwrap();
+    let (a, b) = (state.feed_id("a").unwrap(), state.feed_id("b").unwrap());
+    let tx = state.write().unwrap();
+    for n in 0..130_000u32 {
+        let item = crate::record::Item {
+            id: format!("i{n}"),
+            key: format!(r#"{{"sku":"i{n}"}}"#),
+            key_is_id: true,
+            hash: u128::from(n),
+            deleted: false,
+        };
+        let feed = if n % 3 == 0 { b } else { a };
+        let status = [ItemStatus::Sent, ItemStatus::Pending][(n % 7 == 0) as usize];
+        tx.insert_many(feed, &[(&item, u128::from(n) << 64 | 5, None)], status, 0)
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    let tx = state.write().unwrap();
+    for feed in [a, b] {
+        let parts = tx.slots(feed).unwrap();
+        let once = items::read_slots(tx.conn(), feed, (1, i64::MAX)).unwrap();
+        assert_eq!(parts.len(), once.len());
+        assert!(parts.len() > 40_000);
+        for slot in 0..once.len() {
+            assert_eq!(parts.rowid(slot), once.rowid(slot));
+            assert_eq!(parts.raw_hash(slot), once.raw_hash(slot));
+            assert_eq!(parts.pending(slot), once.pending(slot));
+            assert_eq!(parts.needs_data(slot), once.needs_data(slot));
+        }
+    }
+}
