@@ -176,6 +176,15 @@ impl State {
         Ok(Tx(tx, at_start))
     }
 
+    /// The database's size (pages × page size).
+    pub fn size_bytes(&self) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
     /// `PRAGMA quick_check`: empty when the file is sound, else its findings.
     pub fn quick_check(&self) -> Result<Vec<String>> {
         quick_check(&self.conn)
