@@ -84,6 +84,46 @@ pub fn instant(date: (i32, u32, u32), time: (u32, u32, u32), nanos: u32) -> Stri
     s
 }
 
+/// Appends `text` as a JSON string, exactly as `serde_json` writes it:
+/// most text needs no escape at all, which is checked eight bytes at a
+/// time and then copied as it is; text that needs one is left to
+/// `serde_json`.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    if needs_escape(text.as_bytes()) {
+        serde_json::to_writer(&mut *out, text).expect("writing to memory");
+    } else {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether a JSON string of `bytes` needs an escape: a control character
+/// (below 0x20), `"` or a backslash.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `w` is zero (exact as a yes/no answer).
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().expect("eight bytes"));
+        // A byte below 0x20: subtracting 0x20 borrows into its high bit,
+        // which was clear.
+        if w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0
+            || zero(w ^ (ONES * u64::from(b'"')))
+            || zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// The columns a feed names in `json_columns`, whose text values are JSON
 /// documents.
 #[derive(Debug, Clone, Default)]
@@ -151,6 +191,41 @@ mod tests {
         ] {
             assert_eq!(double(v), json!(s));
             assert_eq!(float(v as f32), json!(s));
+        }
+    }
+
+    #[test]
+    fn json_strings_are_written_as_serde_json_writes_them() {
+        let mut texts: Vec<String> = [
+            "",
+            "plain",
+            "exactly8",
+            "Text of product 1. Text of product 1. ",
+            "é ü 日本 \u{7f} \u{80} \u{10ffff}",
+            "tab\there",
+            "quote\"",
+            "back\\slash",
+            "\u{0}\u{1f} \u{20}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every byte that needs an escape, at every place in a word.
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', '\r'] {
+            for at in 0..17 {
+                let mut t: String = "abcdefghijklmnopq".into();
+                t.insert(at, special);
+                texts.push(t);
+            }
+        }
+        for t in texts {
+            let mut ours = Vec::new();
+            write_json_string(&mut ours, &t);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&t).unwrap(),
+                "{t:?}"
+            );
         }
     }
 
