@@ -370,7 +370,8 @@ fn pg_floor(query: &str) {
     let mut it = client
         .query_raw(&stmt, std::iter::empty::<&dyn postgres::types::ToSql>())
         .expect("query");
-    while let Some(row) = postgres::fallible_iterator::FallibleIterator::next(&mut it).expect("row") {
+    while let Some(row) = postgres::fallible_iterator::FallibleIterator::next(&mut it).expect("row")
+    {
         std::hint::black_box(row);
         rows += 1;
     }
