@@ -15,7 +15,7 @@
 # build in turn (A B A B …), on the same server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n 2,13p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,15p "$0"; exit 2; }
 n=$1 rounds=$2 kind=${3:-mariadb}
 dir=${BENCH_DIR:-target/bench}
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
