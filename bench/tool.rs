@@ -40,6 +40,9 @@ fn main() {
         // The database floor: stream a query's rows through the client and
         // discard them (the URL from $BENCH_DATABASE_URL).
         Some("mysql-floor") => mysql_floor(&args[1]),
+        // The same for PostgreSQL: a prepared statement read with
+        // `query_raw` (streamed, binary values), as feedsync reads it.
+        Some("pg-floor") => pg_floor(&args[1]),
         // feedsync's own parse-and-hash of every line, for comparison.
         Some("hash") => {
             let config = feedsync::config::Config::parse(
@@ -359,6 +362,26 @@ fn mysql_floor(query: &str) {
     let mut rows = 0u64;
     for row in conn.exec_iter(&stmt, ()).expect("query") {
         std::hint::black_box(row.expect("row"));
+        rows += 1;
+    }
+    eprintln!("{rows} rows");
+    println!("{:.3}", t.elapsed().as_secs_f64());
+}
+
+/// `benchtool pg-floor QUERY`: stream the rows of $BENCH_DATABASE_URL (a
+/// PostgreSQL URL) through the client and discard them.
+fn pg_floor(query: &str) {
+    let url = std::env::var("BENCH_DATABASE_URL").expect("BENCH_DATABASE_URL");
+    let t = Instant::now();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let stmt = client.prepare(query).expect("prepare");
+    let mut rows = 0u64;
+    let mut it = client
+        .query_raw(&stmt, std::iter::empty::<&dyn postgres::types::ToSql>())
+        .expect("query");
+    while let Some(row) = postgres::fallible_iterator::FallibleIterator::next(&mut it).expect("row")
+    {
+        std::hint::black_box(row);
         rows += 1;
     }
     eprintln!("{rows} rows");

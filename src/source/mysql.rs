@@ -22,10 +22,9 @@ use base64::Engine;
 use mysql::consts::{ColumnFlags, ColumnType};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, SslOpts};
-use serde_json::Value;
 
 use super::dburl::DbUrl;
-use super::rows::{self, Column, RowError, RowWriter, Rows};
+use super::rows::{self, Cell, Column, RowError, RowWriter, Rows};
 use super::values::{self, JsonColumns};
 use super::{Context, Deadline, Health, Kind, Opened};
 use crate::config::Feed;
@@ -290,10 +289,10 @@ impl Rows for Query {
         let as_text: Vec<bool> = (0..maps.len()).map(|i| out.parses_json(i)).collect();
         let result = conn.exec_iter(&stmt, ()).map_err(|e| self.error(e))?;
         for row in result {
-            let mut cells = row.map_err(|e| self.error(e))?.unwrap();
-            out.row(|i, name| {
-                let cell = std::mem::replace(&mut cells[i], mysql::Value::NULL);
-                value(maps[i], cell, as_text[i])
+            let cells = row.map_err(|e| self.error(e))?.unwrap();
+            let cells = &cells;
+            out.row_cells(|i, name| {
+                value(maps[i], &cells[i], as_text[i])
                     .map_err(|why| RowError::Bad(format!("column `{name}`: {why}")))
             })?;
         }
@@ -362,47 +361,51 @@ fn unmapped(name: &str, ty: &str) -> RowError {
 }
 
 /// One value's JSON form; `as_text` for a binary string that
-/// `json_columns` will parse.
-fn value(map: Map, v: mysql::Value, as_text: bool) -> std::result::Result<Value, String> {
+/// `json_columns` will parse. Text is borrowed from the row.
+fn value(map: Map, v: &mysql::Value, as_text: bool) -> std::result::Result<Cell<'_>, String> {
     use mysql::Value as V;
-    let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| "the text is not UTF-8".to_string());
     Ok(match (map, v) {
-        (_, V::NULL) | (Map::Null, _) => Value::Null,
-        (Map::Number, V::Int(i)) => i.into(),
-        (Map::Number, V::UInt(u)) => u.into(),
-        (Map::Float, V::Float(f)) => values::float(f),
-        (Map::Float | Map::Double, V::Double(f)) => values::double(f),
-        (Map::Double, V::Float(f)) => values::double(f64::from(f)),
-        (Map::Decimal | Map::Text, V::Bytes(b)) => Value::String(text(b)?),
-        (Map::Binary, V::Bytes(b)) if as_text => Value::String(text(b)?),
+        (_, V::NULL) | (Map::Null, _) => Cell::Null,
+        (Map::Number, &V::Int(i)) => Cell::Int(i),
+        (Map::Number, &V::UInt(u)) => Cell::UInt(u),
+        (Map::Float, &V::Float(f)) => values::float(f).into(),
+        (Map::Float | Map::Double, &V::Double(f)) => values::double(f).into(),
+        (Map::Double, &V::Float(f)) => values::double(f64::from(f)).into(),
+        (Map::Decimal | Map::Text, V::Bytes(b)) => Cell::Str(text(b)?),
+        (Map::Binary, V::Bytes(b)) if as_text => Cell::Str(text(b)?),
         (Map::Binary, V::Bytes(b)) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+            Cell::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
-        (Map::Json, V::Bytes(b)) => serde_json::from_slice(&b)
-            .map_err(|e| format!("the server's JSON does not parse: {e}"))?,
+        (Map::Json, V::Bytes(b)) => Cell::Value(
+            serde_json::from_slice(b)
+                .map_err(|e| format!("the server's JSON does not parse: {e}"))?,
+        ),
         // MySQL's zero dates (WordPress's default) have no calendar date.
-        (Map::Date | Map::DateTime | Map::Timestamp, V::Date(0, 0, 0, ..)) => Value::Null,
-        (Map::Date, V::Date(y, m, d, ..)) => values::date(y.into(), m.into(), d.into()).into(),
-        (Map::DateTime, V::Date(y, mo, d, h, mi, s, us)) => values::datetime(
+        (Map::Date | Map::DateTime | Map::Timestamp, V::Date(0, 0, 0, ..)) => Cell::Null,
+        (Map::Date, &V::Date(y, m, d, ..)) => {
+            Cell::String(values::date(y.into(), m.into(), d.into()))
+        }
+        (Map::DateTime, &V::Date(y, mo, d, h, mi, s, us)) => Cell::String(values::datetime(
             (y.into(), mo.into(), d.into()),
             (h.into(), mi.into(), s.into()),
             us * 1000,
-        )
-        .into(),
-        (Map::Timestamp, V::Date(y, mo, d, h, mi, s, us)) => values::instant(
+        )),
+        (Map::Timestamp, &V::Date(y, mo, d, h, mi, s, us)) => Cell::String(values::instant(
             (y.into(), mo.into(), d.into()),
             (h.into(), mi.into(), s.into()),
             us * 1000,
-        )
-        .into(),
-        (Map::Time, V::Time(negative, days, h, mi, s, us)) => values::time(
+        )),
+        (Map::Time, &V::Time(negative, days, h, mi, s, us)) => Cell::String(values::time(
             negative,
             u64::from(days) * 24 + u64::from(h),
             mi.into(),
             s.into(),
             us * 1000,
-        )
-        .into(),
+        )),
         (map, v) => return Err(format!("a {v:?} value where a {map:?} was announced")),
     })
+}
+
+fn text(b: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(b).map_err(|_| "the text is not UTF-8".to_string())
 }

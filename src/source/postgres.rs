@@ -30,7 +30,7 @@ use postgres::{Client, NoTls, Statement};
 use serde_json::Value;
 
 use super::dburl::DbUrl;
-use super::rows::{self, Column, RowError, RowWriter, Rows};
+use super::rows::{self, Cell, Column, RowError, RowWriter, Rows};
 use super::values::{self, JsonColumns};
 use super::{Context, Deadline, Health, Kind, Opened};
 use crate::config::Feed;
@@ -278,15 +278,16 @@ impl Rows for Query {
             .query_raw(&stmt, std::iter::empty::<&dyn ToSql>())
             .map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-            out.row(|i, name| {
+            let row = &row;
+            out.row_cells(|i, name| {
                 let Raw(raw) = row.try_get(i).map_err(|e| self.error(e))?;
                 let Some(raw) = raw else {
-                    return Ok(Value::Null);
+                    return Ok(Cell::Null);
                 };
                 let value = if as_text[i] && types[i] == Type::BYTEA {
-                    text(raw)
+                    str(raw).map(Cell::Str)
                 } else {
-                    decode(&types[i], raw)
+                    cell(&types[i], raw)
                 };
                 value.map_err(|why| {
                     RowError::Bad(format!("column `{name}` ({}): {why}", type_name(&types[i])))
@@ -382,6 +383,38 @@ fn mapped(ty: &Type) -> bool {
     }
 }
 
+/// A value of a [`mapped`] type, from its binary form: [`decode`]'s
+/// value, with text borrowed from the row and numbers and decimals
+/// without a [`Value`] of their own.
+fn cell<'r>(ty: &Type, raw: &'r [u8]) -> std::result::Result<Cell<'r>, String> {
+    match ty.kind() {
+        PgKind::Domain(base) => return cell(base, raw),
+        PgKind::Enum(_) => return str(raw).map(Cell::Str),
+        PgKind::Array(_) => return decode(ty, raw).map(Cell::Value),
+        _ => {}
+    }
+    Ok(match *ty {
+        Type::INT2 => Cell::Int(i16::from_be_bytes(fixed(raw)?).into()),
+        Type::INT4 => Cell::Int(i32::from_be_bytes(fixed(raw)?).into()),
+        Type::INT8 => Cell::Int(i64::from_be_bytes(fixed(raw)?)),
+        Type::OID => Cell::UInt(u32::from_be_bytes(fixed(raw)?).into()),
+        Type::NUMERIC => Cell::String(numeric(raw)?),
+        Type::BOOL
+        | Type::FLOAT4
+        | Type::FLOAT8
+        | Type::UUID
+        | Type::JSON
+        | Type::JSONB
+        | Type::BYTEA
+        | Type::DATE
+        | Type::TIME
+        | Type::TIMESTAMP
+        | Type::TIMESTAMPTZ => decode(ty, raw)?.into(),
+        // text, varchar, char(n), name, citext, as in `decode`
+        _ => Cell::Str(str(raw)?),
+    })
+}
+
 /// A value of a [`mapped`] type, from its binary form.
 fn decode(ty: &Type, raw: &[u8]) -> std::result::Result<Value, String> {
     match ty.kind() {
@@ -421,9 +454,11 @@ fn fixed<const N: usize>(raw: &[u8]) -> std::result::Result<[u8; N], String> {
 }
 
 fn text(raw: &[u8]) -> std::result::Result<Value, String> {
-    std::str::from_utf8(raw)
-        .map(|s| Value::String(s.to_string()))
-        .map_err(|_| "not UTF-8".to_string())
+    str(raw).map(|s| Value::String(s.to_string()))
+}
+
+fn str(raw: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())
 }
 
 fn json(raw: &[u8]) -> std::result::Result<Value, String> {

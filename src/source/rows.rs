@@ -1,12 +1,17 @@
 //! Rows as records, for every database kind: a query runs in a thread of
-//! its own and writes one JSON object per row into a pipe, so its rows
+//! its own and renders one JSON object per row into blocks of NDJSON
+//! lines, handed to the reader through a bounded channel, so its rows
 //! stream like NDJSON lines and memory does not grow with the result.
+//! (Rendering straight into a reused block, not through a pipe or a
+//! `serde_json::Map` per row, is what keeps a database source near the
+//! speed of its client: DESIGN.md, "Performance".)
 //! A kind says only how to run its query and what each value is
 //! ([`Rows`]); the columns' checks, the records, the row numbers in
 //! messages, `json_columns` and the deadline's verdict are written here
 //! once (and what each kind of value becomes, in [`super::values`]).
 
-use std::io::{self, BufWriter, PipeWriter, Write};
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
 use serde_json::{Map, Value};
@@ -49,7 +54,8 @@ pub enum RowError {
     /// The result cannot be records (a column named twice, a value with no
     /// JSON form); messages name the row it was found in.
     Bad(String),
-    /// Writing to the pipe failed.
+    /// Handing the records to the reader failed (`BrokenPipe`: it
+    /// stopped reading).
     Write(io::Error),
 }
 
@@ -105,16 +111,35 @@ pub fn check_result(names: &[String], json: &JsonColumns) -> Result<(), RowError
     json.check(names).map_err(RowError::Bad)
 }
 
-/// Opens a rows kind: runs it in a thread, behind a pipe of NDJSON records.
-/// `place` is how messages name the source (`sqlite shop.db`).
+/// Bytes of NDJSON lines per block handed to the reader.
+const BLOCK: usize = 256 << 10;
+
+/// Full blocks waiting for the reader: bounds the memory a fast query
+/// can run ahead by.
+const BLOCKS_AHEAD: usize = 8;
+
+/// Opens a rows kind: runs it in a thread, behind a stream of NDJSON
+/// records. `place` is how messages name the source (`sqlite shop.db`).
 pub fn stream<R: Rows>(place: String, rows: R, deadline: Deadline) -> Result<Opened> {
-    let (reader, writer) = io::pipe().map_err(|e| Error::source(format!("{place}: {e}")))?;
-    let reader = deadline.reader(reader);
+    let (full_tx, full_rx) = mpsc::sync_channel(BLOCKS_AHEAD);
+    let (free_tx, free_rx) = mpsc::channel();
+    let reader = deadline.reader(BlockReader {
+        full: full_rx,
+        free: free_tx,
+        block: Vec::new(),
+        pos: 0,
+    });
     let named = place.clone();
     let json = rows.json_columns();
     let thread = std::thread::spawn(move || {
         let place = named;
-        let mut out = RowWriter::new(writer, json);
+        let mut out = RowWriter::new(
+            Sink::Blocks {
+                full: full_tx,
+                free: free_rx,
+            },
+            json,
+        );
         let result = rows.run(&deadline, &mut out).and_then(|()| out.flush());
         let n = out.rows;
         // The reader sees the end of the stream now, not when we return.
@@ -136,6 +161,50 @@ pub fn stream<R: Rows>(place: String, rows: R, deadline: Deadline) -> Result<Ope
     }))
 }
 
+/// The reading end of a query's records: its blocks, in order, as one
+/// byte stream, each read block given back to the writer for reuse. It
+/// ends when the query thread drops its [`RowWriter`].
+struct BlockReader {
+    full: Receiver<Vec<u8>>,
+    free: Sender<Vec<u8>>,
+    block: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.block.len() {
+            let Ok(next) = self.full.recv() else {
+                return Ok(0); // the writer is done (or gone)
+            };
+            let used = std::mem::replace(&mut self.block, next);
+            self.pos = 0;
+            if used.capacity() > 0 {
+                let _ = self.free.send(used); // the writer may be gone
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.pos);
+        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Where a [`RowWriter`]'s blocks go.
+enum Sink {
+    /// To a [`BlockReader`], reusing the blocks it has read.
+    Blocks {
+        full: SyncSender<Vec<u8>>,
+        free: Receiver<Vec<u8>>,
+    },
+    /// To any writer (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Write(Box<dyn Write + Send>),
+}
+
 /// The thread running a query; its result is the source's verdict.
 struct Query {
     place: String,
@@ -154,32 +223,60 @@ impl Finish for Query {
     }
 }
 
-/// Turns a query's columns and rows into NDJSON records.
+/// One value of a row, as a kind gives it to [`RowWriter::row_cells`]:
+/// the common values without a [`serde_json::Value`] of their own, text
+/// borrowed from the row as the driver decoded it.
+#[derive(Debug)]
+pub enum Cell<'r> {
+    Null,
+    Int(i64),
+    UInt(u64),
+    Str(&'r str),
+    String(String),
+    Value(Value),
+}
+
+impl From<Value> for Cell<'_> {
+    fn from(v: Value) -> Self {
+        Cell::Value(v)
+    }
+}
+
+/// Turns a query's columns and rows into NDJSON records: each row is
+/// rendered once, straight into the block being filled, exactly as
+/// `serde_json` writes the row's object (its fields in the order of a
+/// [`serde_json::Map`]).
 pub struct RowWriter {
-    out: Box<dyn Write + Send>,
+    sink: Sink,
     names: Vec<String>,
     json: JsonColumns,
     /// Per column: its text values are parsed as JSON.
     parse: Vec<bool>,
+    /// The columns in the order of the record's fields, each with what
+    /// precedes its value (`{"name":` for the first, `,"name":` after).
+    fields: Vec<(usize, Vec<u8>)>,
     /// Rows begun so far: the row a [`RowError::Bad`] was found in.
     rows: u64,
-    line: Vec<u8>,
+    /// The block being filled: whole lines only, between rows.
+    block: Vec<u8>,
 }
 
 impl RowWriter {
-    fn new(out: PipeWriter, json: JsonColumns) -> RowWriter {
-        RowWriter::to(Box::new(out), json)
-    }
-
-    fn to(out: Box<dyn Write + Send>, json: JsonColumns) -> RowWriter {
+    fn new(sink: Sink, json: JsonColumns) -> RowWriter {
         RowWriter {
-            out: Box::new(BufWriter::with_capacity(1 << 16, out)),
+            sink,
             names: Vec::new(),
             json,
             parse: Vec::new(),
+            fields: Vec::new(),
             rows: 0,
-            line: Vec::with_capacity(1024),
+            block: Vec::with_capacity(BLOCK + (64 << 10)),
         }
+    }
+
+    #[cfg(test)]
+    fn to(out: Box<dyn Write + Send>, json: JsonColumns) -> RowWriter {
+        RowWriter::new(Sink::Write(out), json)
     }
 
     /// The result's column names, which become the records' fields; a
@@ -205,6 +302,23 @@ impl RowWriter {
             .iter()
             .map(|c| !c.typed_json && self.json.names(&c.name))
             .collect();
+        // The fields in the order a `Map` of the row iterates them, so the
+        // record is byte for byte the one serializing that map would give.
+        let order: Map<String, Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), Value::from(i)))
+            .collect();
+        self.fields = order
+            .iter()
+            .enumerate()
+            .map(|(k, (name, i))| {
+                let mut before = vec![if k == 0 { b'{' } else { b',' }];
+                serde_json::to_writer(&mut before, name).expect("writing to memory");
+                before.push(b':');
+                (i.as_u64().expect("an index") as usize, before)
+            })
+            .collect();
         self.names = names;
         Ok(())
     }
@@ -221,26 +335,103 @@ impl RowWriter {
         &mut self,
         mut value: impl FnMut(usize, &str) -> Result<Value, RowError>,
     ) -> Result<(), RowError> {
+        self.row_cells(|i, name| value(i, name).map(Cell::Value))
+    }
+
+    /// Writes one row as a record; `value(i, name)` gives the value of
+    /// column `i` (asked for in the order of the record's fields, each
+    /// once).
+    pub fn row_cells<'r>(
+        &mut self,
+        mut value: impl FnMut(usize, &str) -> Result<Cell<'r>, RowError>,
+    ) -> Result<(), RowError> {
         self.rows += 1;
-        let mut obj = Map::with_capacity(self.names.len());
-        for (i, name) in self.names.iter().enumerate() {
-            let v = match value(i, name)? {
-                Value::String(text) if self.parse[i] => {
-                    values::json_text(name, &text).map_err(RowError::Bad)?
-                }
-                v => v,
-            };
-            obj.insert(name.clone(), v);
+        let start = self.block.len();
+        if let Err(e) = self.render(&mut value) {
+            self.block.truncate(start);
+            return Err(e);
         }
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, &obj).expect("writing to memory");
-        self.line.push(b'\n');
-        self.out.write_all(&self.line).map_err(RowError::Write)
+        if self.block.len() >= BLOCK {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn render<'r>(
+        &mut self,
+        value: &mut impl FnMut(usize, &str) -> Result<Cell<'r>, RowError>,
+    ) -> Result<(), RowError> {
+        if self.fields.is_empty() {
+            self.block.extend_from_slice(b"{}\n");
+            return Ok(());
+        }
+        for (i, before) in &self.fields {
+            let (i, name) = (*i, self.names[*i].as_str());
+            self.block.extend_from_slice(before);
+            let out = &mut self.block;
+            match value(i, name)? {
+                Cell::Null => out.extend_from_slice(b"null"),
+                Cell::Int(n) => serde_json::to_writer(&mut *out, &n).expect("writing to memory"),
+                Cell::UInt(n) => serde_json::to_writer(&mut *out, &n).expect("writing to memory"),
+                Cell::Str(text) => string(out, name, text, self.parse[i])?,
+                Cell::String(text) => string(out, name, &text, self.parse[i])?,
+                Cell::Value(Value::String(text)) => string(out, name, &text, self.parse[i])?,
+                Cell::Value(v) => serde_json::to_writer(&mut *out, &v).expect("writing to memory"),
+            }
+        }
+        self.block.extend_from_slice(b"}\n");
+        Ok(())
+    }
+
+    /// Hands the block's lines to the reader.
+    fn send(&mut self) -> Result<(), RowError> {
+        match &mut self.sink {
+            Sink::Blocks { full, free } => {
+                let next = free
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BLOCK + (64 << 10)));
+                let block = std::mem::replace(&mut self.block, next);
+                full.send(block)
+                    .map_err(|_| RowError::Write(io::ErrorKind::BrokenPipe.into()))?;
+            }
+            Sink::Write(w) => {
+                w.write_all(&self.block).map_err(RowError::Write)?;
+                self.block.clear();
+            }
+        }
+        self.block.clear();
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), RowError> {
-        self.out.flush().map_err(RowError::Write)
+        if !self.block.is_empty() {
+            self.send()?;
+        }
+        if let Sink::Write(w) = &mut self.sink {
+            w.flush().map_err(RowError::Write)?;
+        }
+        Ok(())
     }
+}
+
+impl Drop for RowWriter {
+    /// The rows written before a failure still reach the reader, as from
+    /// a buffered pipe.
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// A text value: a JSON string, or, in a `json_columns` column, the
+/// document it holds.
+fn string(out: &mut Vec<u8>, name: &str, text: &str, parse: bool) -> Result<(), RowError> {
+    if parse {
+        let doc = values::json_text(name, text).map_err(RowError::Bad)?;
+        serde_json::to_writer(&mut *out, &doc).expect("writing to memory");
+    } else {
+        values::write_json_string(out, text);
+    }
+    Ok(())
 }
 
 /// `doctor`'s fix for a database source that cannot be read: the same for

@@ -173,6 +173,81 @@ fn a_full_round_sends_exactly_the_changes_and_nothing_when_nothing_changed() {
     );
 }
 
+/// Rows come back in the order of the last read, so the diff settles each
+/// with the slot after the last one's: a row deleted, then restored with
+/// the same bytes in its old place, is still news and is sent again.
+#[test]
+fn a_row_deleted_then_restored_unchanged_in_its_old_place_is_sent_again() {
+    let db = database!("restored");
+    products(&db);
+    let receiver = Receiver::start();
+    let query = "SELECT sku, name, price, qty FROM products ORDER BY sku";
+    let env = install(&receiver, p(query).with("max_deletes", 1), &db.url());
+    env.run(&["sync"]).assert_code(0);
+    db.sql("DELETE FROM products WHERE sku = 'B'");
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 2);
+
+    db.sql("INSERT INTO products VALUES ('B', 'Beta', 2.00, 0)");
+    receiver.clear_requests();
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(
+        receiver.sent_ops("p"),
+        [("upsert".to_string(), "B".to_string())]
+    );
+    assert_eq!(
+        receiver.catalog("p")["B"],
+        json!({"sku": "B", "name": "Beta", "price": "2.00", "qty": 0})
+    );
+    receiver.clear_requests();
+    env.run(&["sync"]).assert_code(0);
+    assert!(receiver.sent_ops("p").is_empty(), "nothing changed since");
+}
+
+/// A run killed while its changes were on the wire leaves them pending,
+/// their data gone with its spool; the next run must read those rows in
+/// full to pass their data along, though their bytes are the ones it
+/// hashed last time (and the diff settles rows in the last read's order).
+#[test]
+fn a_change_left_pending_by_a_killed_run_is_delivered_by_the_next() {
+    let db = database!("killed");
+    products(&db);
+    let receiver = Receiver::start();
+    let query = "SELECT sku, name, price, qty FROM products ORDER BY sku";
+    let env = install(&receiver, p(query), &db.url());
+    env.run(&["sync"]).assert_code(0);
+
+    db.sql("UPDATE products SET qty = 9 WHERE sku = 'B'");
+    receiver.clear_requests();
+    receiver.push(Behavior::Hang(Duration::from_secs(60)));
+    let mut child = env
+        .command(&["sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while receiver.request_count() == 0 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        receiver.request_count(),
+        1,
+        "the batch reached the receiver"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(receiver.catalog("p")["B"]["qty"], 0, "not applied");
+
+    receiver.clear_requests();
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p")["B"]["qty"], 9);
+    assert_eq!(
+        receiver.sent_ops("p"),
+        [("upsert".to_string(), "B".to_string())]
+    );
+}
+
 #[test]
 fn an_emptied_table_is_stopped_by_the_mass_delete_guard() {
     let db = database!("guard");
