@@ -85,7 +85,9 @@ struct Chunk {
 enum Outcome {
     /// Bytes seen last time, at this slot.
     Unchanged(u32),
-    Parsed(Hash, Item, Option<String>),
+    /// New bytes, parsed; with the slot the record stands at if the
+    /// source kept its last order (the one after the last record's).
+    Parsed(Hash, Item, Option<String>, Option<u32>),
     Bad(String),
 }
 
@@ -275,13 +277,20 @@ impl Work<'_> {
                     .then_some(next_slot as u32);
                     guess.or_else(|| index.get(self.slots, raw))
                 });
-                if let Some(slot) = known {
-                    next_slot = slot as usize + 1;
-                }
+                // A changed record most likely stands where the last one's
+                // successor stood: the collect looks there first.
+                let guess = (next_slot > 0 && next_slot < self.slots.len()).then_some(next_slot);
+                next_slot = match (known, guess) {
+                    (Some(slot), _) => slot as usize + 1,
+                    (None, Some(guess)) => guess + 1,
+                    (None, None) => next_slot,
+                };
                 let outcome = match known {
                     Some(slot) => Outcome::Unchanged(slot),
                     None => match self.decoder.item(bytes, self.rules) {
-                        Ok((item, data)) => Outcome::Parsed(raw, item, data),
+                        Ok((item, data)) => {
+                            Outcome::Parsed(raw, item, data, guess.map(|g| g as u32))
+                        }
                         Err(why) => Outcome::Bad(why),
                     },
                 };
@@ -414,7 +423,7 @@ impl Apply<'_, '_> {
             self.out.records += 1;
             match outcome {
                 Outcome::Unchanged(slot) => self.mark_seen(slot as usize, r)?,
-                Outcome::Parsed(raw, item, data) => {
+                Outcome::Parsed(raw, item, data, guess) => {
                     // A JSON record travels as its own bytes, which a file
                     // source can give again from where they stand.
                     let data = match data {
@@ -427,7 +436,7 @@ impl Apply<'_, '_> {
                             at: Some(r.offset),
                         },
                     };
-                    if let Some(new) = self.parsed(r, raw, item, data, spool)? {
+                    if let Some(new) = self.parsed(r, raw, item, data, guess, spool)? {
                         fresh.push(new);
                     }
                 }
@@ -536,6 +545,7 @@ impl Apply<'_, '_> {
         raw: Hash,
         item: Item,
         data: Data<'d>,
+        guess: Option<u32>,
         spool: &mut Spool,
     ) -> Result<Option<Fresh<'d>>> {
         if let Some(ids) = self.opts.ids {
@@ -548,7 +558,14 @@ impl Apply<'_, '_> {
         let known = if self.slots.is_empty() {
             None // a first collect has nothing to compare with
         } else {
-            self.tx.find(self.feed_id, &item.id)?
+            // The guessed row, read by rowid (one random page, against two
+            // through the id index), when it is this item.
+            let at = guess.map(|g| self.slots.rowid(g as usize));
+            match at.map(|rowid| self.tx.find_at(rowid, self.feed_id, &item.id)) {
+                Some(Ok(Some(known))) => Some(known),
+                Some(Err(e)) => return Err(e),
+                _ => self.tx.find(self.feed_id, &item.id)?,
+            }
         };
         let Some(known) = known else {
             if item.deleted {

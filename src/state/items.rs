@@ -150,16 +150,18 @@ impl Tx<'_> {
             "SELECT rowid, hash, deleted, data IS NOT NULL, status = 1 /* pending */
              FROM items WHERE feed_id = ?1 AND id = ?2",
         )?;
+        Ok(stmt.query_row(params![feed_id, id], known).optional()?)
+    }
+
+    /// What the state knows of the item `id` of a feed if it is the row
+    /// at `rowid` (else None; `find` looks it up by id).
+    pub fn find_at(&self, rowid: i64, feed_id: i64, id: &str) -> Result<Option<Known>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT rowid, hash, deleted, data IS NOT NULL, status = 1 /* pending */
+             FROM items WHERE rowid = ?1 AND feed_id = ?2 AND id = ?3",
+        )?;
         Ok(stmt
-            .query_row(params![feed_id, id], |r| {
-                Ok(Known {
-                    rowid: r.get(0)?,
-                    hash: unblob(&r.get::<_, Vec<u8>>(1)?),
-                    deleted: r.get(2)?,
-                    has_data: r.get(3)?,
-                    pending: r.get(4)?,
-                })
-            })
+            .query_row(params![rowid, feed_id, id], known)
             .optional()?)
     }
 
@@ -414,6 +416,16 @@ pub(super) fn read_slots(
         out.flags.push(flags);
     }
     Ok(out)
+}
+
+fn known(r: &rusqlite::Row<'_>) -> rusqlite::Result<Known> {
+    Ok(Known {
+        rowid: r.get(0)?,
+        hash: unblob(&r.get::<_, Vec<u8>>(1)?),
+        deleted: r.get(2)?,
+        has_data: r.get(3)?,
+        pending: r.get(4)?,
+    })
 }
 
 /// Which items `items` lists.

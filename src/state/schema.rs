@@ -73,6 +73,10 @@ impl State {
         // last connection to close checkpoints and removes the -wal file.
         self.conn
             .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        // wal_autocheckpoint: a checkpoint every 64 MB of WAL rather than 4,
+        // so the pages a collect changed and its delivery changes again are
+        // copied into the file once (the last connection to close
+        // checkpoints the rest): a 1% sync at a million items, 3% faster.
         // temp_store: every multi-row INSERT of a collect keeps a statement
         // journal (so a duplicate key undoes only that statement); in a
         // temporary file that was 230 MB of writes for a first sync of a
@@ -82,6 +86,7 @@ impl State {
             "PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -32000;
              PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 16384;
              PRAGMA journal_size_limit = 67108864;",
         )?;
         self.check_schema()?;
