@@ -82,12 +82,9 @@ impl Tx<'_> {
     pub fn forget_feed(&self, feed_id: i64) -> Result<()> {
         self.0
             .execute("DELETE FROM items WHERE feed_id = ?1", [feed_id])?;
-        self.0.execute(
-            "UPDATE feeds SET raw_seed = NULL, unconfirmed_from = NULL, unconfirmed_to = NULL
-             WHERE id = ?1",
-            [feed_id],
-        )?;
-        Ok(())
+        self.0
+            .execute("UPDATE feeds SET raw_seed = NULL WHERE id = ?1", [feed_id])?;
+        self.clear_unconfirmed(feed_id)
     }
 
     /// Makes `field` the feed's key field: the one field of its key, when

@@ -13,31 +13,29 @@ impl State {
     /// `unconfirmed`) shows as the `pending` it is. A status filter reads
     /// the unsent rows' index, not the table.
     pub fn list_items(&self, feed_id: i64, filter: &ItemFilter) -> Result<Vec<ItemRow>> {
-        const COLUMNS: &str = "id, CASE WHEN status = 0 /* sent */ AND rowid BETWEEN
-                 (SELECT unconfirmed_from FROM feeds WHERE id = ?1) AND
-                 (SELECT unconfirmed_to FROM feeds WHERE id = ?1)
-             THEN 1 /* pending */ ELSE status END AS shown,
-             deleted, attempts, error, modified_at, sent_at, next_attempt_at";
+        let unconfirmed = super::unconfirmed::not_yet_acknowledged("?1");
+        let columns = format!(
+            "id, CASE WHEN {unconfirmed} THEN 1 /* pending */ ELSE status END AS shown,
+             deleted, attempts, error, modified_at, sent_at, next_attempt_at"
+        );
         let sql = match filter.status {
             None => format!(
-                "SELECT {COLUMNS} FROM items WHERE feed_id = ?1 AND ?2 IS NULL
+                "SELECT {columns} FROM items WHERE feed_id = ?1 AND ?2 IS NULL
                    AND (?3 IS NULL OR id = ?3) ORDER BY id LIMIT ?4"
             ),
             // Sent: every row but those not yet acknowledged.
             Some(ItemStatus::Sent) => format!(
-                "SELECT * FROM (SELECT {COLUMNS} FROM items WHERE feed_id = ?1
+                "SELECT * FROM (SELECT {columns} FROM items WHERE feed_id = ?1
                    AND status = 0 /* sent */ AND (?3 IS NULL OR id = ?3))
                  WHERE shown = ?2 ORDER BY id LIMIT ?4"
             ),
             Some(_) => format!(
                 "SELECT * FROM (
-                     SELECT {COLUMNS} FROM items WHERE feed_id = ?1 AND {UNSENT} AND status = ?2
+                     SELECT {columns} FROM items WHERE feed_id = ?1 AND {UNSENT} AND status = ?2
                        AND (?3 IS NULL OR id = ?3)
                      UNION ALL
-                     SELECT {COLUMNS} FROM items WHERE ?2 = 1 /* pending */ AND rowid BETWEEN
-                         (SELECT unconfirmed_from FROM feeds WHERE id = ?1) AND
-                         (SELECT unconfirmed_to FROM feeds WHERE id = ?1)
-                       AND feed_id = ?1 AND status = 0 AND (?3 IS NULL OR id = ?3))
+                     SELECT {columns} FROM items WHERE ?2 = 1 /* pending */ AND {unconfirmed}
+                       AND feed_id = ?1 AND (?3 IS NULL OR id = ?3))
                  ORDER BY id LIMIT ?4"
             ),
         };

@@ -19,8 +19,9 @@ impl State {
         if last - first < 2 * rowids.len() as i64 {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {OUT_ITEM} FROM items
-                 WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND {PENDING}
-                 ORDER BY rowid"
+                 WHERE rowid BETWEEN ?1 AND ?2 AND +feed_id = ?3 AND {}
+                 ORDER BY rowid",
+                pending()
             ))?;
             let rows = stmt.query_map(params![first, last, feed_id], out_item)?;
             let mut items: Vec<OutItem> = rows.collect::<rusqlite::Result<_>>()?;
@@ -35,7 +36,8 @@ impl State {
         );
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OUT_ITEM} FROM items
-             WHERE rowid IN rarray(?1) AND +feed_id = ?3 AND {PENDING} ORDER BY rowid"
+             WHERE rowid IN rarray(?1) AND +feed_id = ?3 AND {} ORDER BY rowid",
+            pending()
         ))?;
         let rows = stmt.query_map(params![list, rusqlite::types::Null, feed_id], out_item)?;
         fill_keys(&self.conn, feed_id, rows.collect::<rusqlite::Result<_>>()?)
@@ -88,9 +90,12 @@ const QUEUE_WHERE: &str = "feed_id = ?1 AND status <> 0 AND status = ?2
 
 /// The rows a delivery after a collect takes (`?3` is the feed): pending
 /// ones, and those not yet acknowledged (see `unconfirmed`).
-const PENDING: &str = "(status = 1 /* pending */ OR (status = 0 /* sent */ AND rowid BETWEEN
-    (SELECT unconfirmed_from FROM feeds WHERE id = ?3) AND
-    (SELECT unconfirmed_to FROM feeds WHERE id = ?3)))";
+fn pending() -> String {
+    format!(
+        "(status = 1 /* pending */ OR {})",
+        super::unconfirmed::not_yet_acknowledged("?3")
+    )
+}
 
 /// What [`out_item`] reads.
 pub(super) const OUT_ITEM: &str = "rowid, id, key, hash, deleted, data, attempts";

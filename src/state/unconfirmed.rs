@@ -26,6 +26,16 @@ use rusqlite::{OptionalExtension, params};
 use super::Tx;
 use crate::error::Result;
 
+/// SQL for "a row not yet acknowledged" of the feed bound as `feed` (a
+/// parameter such as `?1`): what every reader counts as `pending`.
+pub(super) fn not_yet_acknowledged(feed: &str) -> String {
+    format!(
+        "(status = 0 /* sent */ AND rowid BETWEEN
+            (SELECT unconfirmed_from FROM feeds WHERE id = {feed}) AND
+            (SELECT unconfirmed_to FROM feeds WHERE id = {feed}))"
+    )
+}
+
 impl Tx<'_> {
     /// The feed's rows inserted as `sent` and not yet acknowledged.
     pub fn unconfirmed(&self, feed_id: i64) -> Result<Option<(i64, i64)>> {
@@ -100,7 +110,7 @@ impl Tx<'_> {
         Ok(n as u64)
     }
 
-    fn clear_unconfirmed(&self, feed_id: i64) -> Result<()> {
+    pub(super) fn clear_unconfirmed(&self, feed_id: i64) -> Result<()> {
         self.0.execute(
             "UPDATE feeds SET unconfirmed_from = NULL, unconfirmed_to = NULL WHERE id = ?1",
             [feed_id],

@@ -155,3 +155,67 @@ fn sigkill_at_random_moments_loses_nothing() {
     let statuses = env.statuses_via_cli("p");
     assert!(statuses.values().all(|s| s == "sent"));
 }
+
+/// New rows go in once, as sent with a range not yet acknowledged (see
+/// `state::unconfirmed`): whoever looks, during the delivery or after a
+/// kill, sees exactly the acknowledged items `sent` and the rest `pending`,
+/// through every way `items` and `status` read, and the next run delivers
+/// the rest.
+#[test]
+fn new_items_are_pending_until_acknowledged_during_a_run_and_after_a_kill() {
+    let receiver = Receiver::start();
+    let env = Env::new();
+    env.write_config(&ConfigBuilder::one_feed(
+        &receiver.url("/{feed}"),
+        FeedConfig::new("p", "p.ndjson", &["sku"]).with("batch_size", 2),
+    ));
+    let rows: Vec<Value> = (0..5).map(|i| json!({"sku": format!("S{i}")})).collect();
+    write_ndjson(&env.path("p.ndjson"), &rows);
+    // The first batch is acknowledged, the second hangs.
+    receiver.push(Behavior::Ok);
+    receiver.set(Behavior::Hang(Duration::from_secs(20)));
+    let mut child = env.command(&["sync"]).spawn().unwrap();
+    wait_for("the second batch", Duration::from_secs(20), || {
+        receiver.request_count() >= 2
+    });
+    let look = |when: &str| {
+        let want: BTreeMap<String, String> = (0..5)
+            .map(|i| {
+                let status = if i < 2 { "sent" } else { "pending" };
+                (format!("S{i}"), status.to_string())
+            })
+            .collect();
+        assert_eq!(env.statuses("p"), want, "{when}: items");
+        for (status, ids) in [
+            ("pending", ["S2", "S3", "S4"].as_slice()),
+            ("sent", &["S0", "S1"]),
+        ] {
+            let run = env.run(&["items", "--feed", "p", "--status", status, "--json"]);
+            run.assert_code(0);
+            let got: Vec<String> = run.json()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(got, ids, "{when}: items --status {status}");
+        }
+        let status = env.run(&["status", "--json"]);
+        status.assert_code(0);
+        let feed = &status.json()["feeds"][0];
+        assert_eq!(
+            (feed["pending"].as_u64(), feed["sent"].as_u64()),
+            (Some(3), Some(2)),
+            "{when}"
+        );
+    };
+    look("during the delivery");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    look("after a kill");
+
+    receiver.set(Behavior::Ok);
+    env.run(&["sync"]).assert_code(0);
+    assert_eq!(receiver.catalog("p").len(), 5);
+    assert!(env.statuses("p").values().all(|s| s == "sent"));
+}
