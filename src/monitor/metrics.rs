@@ -3,9 +3,9 @@
 //!
 //! It is replaced atomically (a temporary file in the same folder, synced,
 //! then renamed over the old one), so a scrape never reads half a file.
-//! Everything in it is cheap to read: the per-feed gauges are cached in
-//! the state file until a status changes (`state::gauges`), and each job's
-//! last run is a meta row written when it finishes.
+//! Everything in it is cheap to read: the per-feed counts are kept exact
+//! in the state file (`state::counts`), and each job's last run is a meta
+//! row written when it finishes.
 
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -20,7 +20,8 @@ const MIGRATIONS: &[&str] = &[
     // transaction that marks them sent), and the gauges last counted, as
     // JSON (NULL once any item's status or deleted flag changed since), so
     // a run that changes nothing writes the file without counting every
-    // item. A table of its own (IF NOT EXISTS): nothing else reads it, and
+    // item. (Since version 5 the counts are kept exact in `feed_counts`;
+    // `gauges` is no longer read.) A table of its own (IF NOT EXISTS): nothing else reads it, and
     // a file set back to an older version by hand still upgrades.
     "CREATE TABLE IF NOT EXISTS feed_metrics (
          feed_id          INTEGER PRIMARY KEY REFERENCES feeds(id),
