@@ -8,7 +8,8 @@
 //! acknowledgement of its version (Guarantee 1), and after a retryable
 //! failure or a refusal nothing more goes to that feed in this run.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 
 use indicatif::ProgressBar;
 
@@ -40,7 +41,6 @@ pub(crate) fn run(
         max_bytes: feed.target.max_batch_bytes,
         target,
         feed: &feed.name,
-        waiting: 0,
     };
     let settle = Settle {
         feed,
@@ -52,8 +52,9 @@ pub(crate) fn run(
     // file, which writes them and fsyncs once for all.
     let window = target.window();
     let mut refused = None;
+    let waiting = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| -> Result<()> {
-        let courier = Courier::start(scope, target, &feed.name, kind, nonce);
+        let courier = Courier::start(scope, target, &feed.name, kind, nonce, from.spool, &waiting);
         // Work an earlier run left unfinished at the target is settled
         // first; while some still is, nothing more goes there.
         match settle.remembered(state, target, report, &courier)? {
@@ -64,39 +65,47 @@ pub(crate) fn run(
                 return Ok(());
             }
         }
-        let mut in_flight = 0;
+        let mut out = InFlight::new(window);
         // One batch read ahead while the courier works.
-        let mut ahead: Option<Vec<OutItem>> = None;
+        let mut ahead: Option<(Vec<OutItem>, usize)> = None;
         loop {
             // Keep the window full, unless a shutdown was asked for.
-            while in_flight < window && !crate::stop::requested() {
-                let Some(b) = ahead
-                    .take()
-                    .map_or_else(|| batches.next(state), |b| Ok(Some(b)))?
-                else {
+            while !crate::stop::requested() {
+                if ahead.is_none() {
+                    ahead = batches.next(state)?;
+                }
+                let Some((b, bytes)) = ahead.take() else {
                     break;
                 };
+                if !out.room(bytes) {
+                    ahead = Some((b, bytes));
+                    break;
+                }
                 bar.inc(b.len() as u64);
                 courier.submit(b);
-                in_flight += 1;
+                out.push(bytes);
             }
-            if in_flight == 0 {
+            if out.is_empty() {
                 break;
             }
             if ahead.is_none() && !crate::stop::requested() {
                 ahead = batches.next(state)?;
             }
+            // Fewer batches out than the window holds: no more come until
+            // an answer does, so the courier must not wait for them.
+            if out.len() < window {
+                courier.flush();
+            }
             let Sent { items, response } = courier.wait();
-            in_flight -= 1;
+            out.pop();
             let flow = if let Response::Delivered(verdicts) = response {
                 // Acknowledged: send on at once, record meanwhile.
-                if in_flight < window
-                    && !crate::stop::requested()
-                    && let Some(b) = ahead.take()
+                if !crate::stop::requested()
+                    && let Some((b, bytes)) = ahead.take_if(|(_, bytes)| out.room(*bytes))
                 {
                     bar.inc(b.len() as u64);
                     courier.submit(b);
-                    in_flight += 1;
+                    out.push(bytes);
                 }
                 settle.delivered(state, &items, &verdicts, report)?;
                 Flow::Continue
@@ -117,7 +126,7 @@ pub(crate) fn run(
         Ok(())
     })?;
     Ok(Outcome {
-        waiting: batches.waiting,
+        waiting: waiting.into_inner(),
         refused,
     })
 }
@@ -162,12 +171,11 @@ struct Batches<'q> {
     /// Measures bodies the way the target writes them.
     target: &'q Target,
     feed: &'q str,
-    /// Upserts skipped because their data is neither stored nor spooled.
-    waiting: u64,
 }
 
 impl Batches<'_> {
-    fn next(&mut self, state: &State) -> Result<Option<Vec<OutItem>>> {
+    /// The next batch, and the size of its body.
+    fn next(&mut self, state: &State) -> Result<Option<(Vec<OutItem>, usize)>> {
         let batch = match self.from.rowids {
             Some(list) => {
                 let at = list.partition_point(|&r| r <= self.after);
@@ -187,50 +195,84 @@ impl Batches<'_> {
                 batch
             }
         };
-        let mut batch = self.by_bytes(batch);
-        // The data of the batch, read here rather than by the courier:
-        // while the courier writes one batch, this thread reads the next,
-        // which balances the two cores of a first sync.
-        if let Some(spool) = self.from.spool
-            && let Err(e) = spool.fill(&mut batch)
-        {
-            log::warn!(
-                "{}: spool file: {e}; those items wait for the next run",
-                self.feed
-            );
-        }
-        // An upsert without data stays pending for the next collect,
-        // which reads the source and passes it along.
-        let before = batch.len();
-        batch.retain(|i| i.deleted || i.data.is_some());
-        self.waiting += (before - batch.len()) as u64;
-        Ok(Some(batch))
+        // (The spool's data is read on the courier's side, by `fill`.)
+        Ok(Some(self.by_bytes(batch)))
     }
 
     /// The longest head of `batch` whose body stays within `max_bytes`
-    /// (at least one item); the rest is read again as the next batch.
-    fn by_bytes(&mut self, mut batch: Vec<OutItem>) -> Vec<OutItem> {
+    /// (at least one item), and the size of its body; the rest is read
+    /// again as the next batch.
+    fn by_bytes(&mut self, mut batch: Vec<OutItem>) -> (Vec<OutItem>, usize) {
         let mut total = self.target.frame_bytes(self.feed);
-        let keep = batch
-            .iter()
-            .position(|item| {
-                let data = match &item.data {
-                    Some(d) => d.len(),
-                    None => self
-                        .from
-                        .spool
-                        .and_then(|s| s.data_len(item.rowid))
-                        .unwrap_or(0),
-                };
-                total += self.target.item_bytes(item, data);
-                total > self.max_bytes
-            })
-            .map_or(batch.len(), |at| at.max(1));
+        let mut keep = batch.len();
+        for (at, item) in batch.iter().enumerate() {
+            let bytes = self.target.item_bytes(item, self.data_len(item));
+            if at > 0 && total + bytes > self.max_bytes {
+                keep = at;
+                break;
+            }
+            total += bytes;
+        }
         if keep < batch.len() {
             batch.truncate(keep);
             self.after = batch[keep - 1].rowid;
         }
-        batch
+        (batch, total)
+    }
+
+    /// The length of an item's data, stored or spooled.
+    fn data_len(&self, item: &OutItem) -> usize {
+        match &item.data {
+            Some(d) => d.len(),
+            None => self
+                .from
+                .spool
+                .and_then(|s| s.data_len(item.rowid))
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// The batches with the courier, in the order sent: at most `window` of
+/// them, and no more than [`WINDOW_BYTES`] of bodies unless a single batch
+/// is bigger.
+struct InFlight {
+    window: usize,
+    bytes: usize,
+    sizes: std::collections::VecDeque<usize>,
+}
+
+impl InFlight {
+    fn new(window: usize) -> InFlight {
+        InFlight {
+            window,
+            bytes: 0,
+            sizes: std::collections::VecDeque::with_capacity(window),
+        }
+    }
+
+    /// Whether a batch of `bytes` may go now.
+    fn room(&self, bytes: usize) -> bool {
+        self.sizes.is_empty()
+            || (self.sizes.len() < self.window && self.bytes + bytes <= WINDOW_BYTES)
+    }
+
+    fn push(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        self.sizes.push_back(bytes);
+    }
+
+    /// The oldest batch was answered.
+    fn pop(&mut self) {
+        self.bytes -= self.sizes.pop_front().unwrap_or(0);
+    }
+
+    fn len(&self) -> usize {
+        self.sizes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sizes.is_empty()
     }
 }
 
@@ -238,8 +280,37 @@ impl Batches<'_> {
 /// one recorded while the target is busy. It sends in order, and after a
 /// failure nothing more goes out.
 struct Courier {
-    to: SyncSender<Vec<OutItem>>,
+    to: SyncSender<Job>,
     from: Receiver<Sent>,
+}
+
+/// How long the courier waits for the next batch of a group before it
+/// sends the group as it is.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// No more than this is with the courier, unless one batch alone is
+/// bigger: batches of records near `max_record_bytes` stay within the
+/// memory bound (Guarantee 8) however many fit in the window.
+const WINDOW_BYTES: usize = 16 << 20;
+
+/// A group holding this much data is sent at once.
+const GROUP_BYTES: usize = WINDOW_BYTES / 2;
+
+/// The data a batch carries.
+fn data_bytes(batch: &[OutItem]) -> usize {
+    batch
+        .iter()
+        .map(|i| i.data.as_deref().map_or(0, <[u8]>::len))
+        .sum()
+}
+
+/// What the courier is handed.
+enum Job {
+    /// A batch, and whether its data is still to be read (a batch fresh
+    /// from the queue; not the halves of one split after a 413).
+    Batch(Vec<OutItem>, bool),
+    /// Send what you hold: nothing more comes until it is answered.
+    Flush,
 }
 
 /// A batch back from the courier: the items it sent, and the answer.
@@ -249,27 +320,72 @@ struct Sent {
 }
 
 impl Courier {
+    /// The courier, and in front of it, when the items' data waits in a
+    /// spool, a thread that reads it (`fill`): a first sync reads a
+    /// gigabyte there, which would otherwise leave the calling thread, busy
+    /// with the state, the slowest of the three.
     fn start<'s>(
         scope: &'s std::thread::Scope<'s, '_>,
         target: &'s Target,
         feed: &'s str,
         kind: SyncKind,
         nonce: Option<u64>,
+        spool: Option<&'s Spool>,
+        waiting: &'s AtomicU64,
     ) -> Courier {
-        let window = target.window();
-        let (to, inbox) = sync_channel::<Vec<OutItem>>(window);
+        let (window, size) = (target.window(), target.group());
+        let (to, inbox) = sync_channel::<Job>(window + 1);
         let (outbox, from) = sync_channel(window);
+        let inbox = match spool {
+            None => inbox,
+            Some(spool) => {
+                let (filled, out) = sync_channel(window + 1);
+                crate::threads::named(scope, "feedsync-fill", move || {
+                    while let Ok(mut job) = inbox.recv() {
+                        if let Job::Batch(batch, fresh @ true) = &mut job {
+                            let skipped = fill(spool, feed, batch);
+                            waiting.fetch_add(skipped, Ordering::Relaxed);
+                            *fresh = false;
+                        }
+                        if filled.send(job).is_err() {
+                            return;
+                        }
+                    }
+                });
+                out
+            }
+        };
         crate::threads::named(scope, "feedsync-send", move || {
             let mut failed = false;
-            while let Ok(first) = inbox.recv() {
-                // Whatever else is already waiting goes in the same group.
-                let mut group = vec![first];
-                while group.len() < window {
-                    match inbox.try_recv() {
-                        Ok(b) => group.push(b),
-                        Err(_) => break,
+            let mut group: Vec<Vec<OutItem>> = Vec::with_capacity(size);
+            let mut bytes = 0;
+            loop {
+                // A group is sent once it is full, or when the calling
+                // thread says no more come for now, or when none has come
+                // for a moment (the calling thread may be waiting for
+                // answers with fewer batches out than the window holds).
+                let job = if group.is_empty() {
+                    inbox.recv().ok()
+                } else {
+                    match inbox.recv_timeout(GATHER) {
+                        Ok(job) => Some(job),
+                        Err(RecvTimeoutError::Timeout) => Some(Job::Flush),
+                        Err(RecvTimeoutError::Disconnected) => None,
                     }
+                };
+                let now = match job {
+                    None => break,
+                    Some(Job::Batch(b, _)) => {
+                        bytes += data_bytes(&b);
+                        group.push(b);
+                        group.len() >= size || bytes >= GROUP_BYTES
+                    }
+                    Some(Job::Flush) => !group.is_empty(),
+                };
+                if !now {
+                    continue;
                 }
+                bytes = 0;
                 // After a failure nothing more is written or sent; the main
                 // thread has stopped the feed and these stay pending.
                 let responses = if failed {
@@ -283,7 +399,7 @@ impl Courier {
                 failed |= responses
                     .iter()
                     .any(|r| matches!(r, Response::Retry { .. } | Response::Refused { .. }));
-                for (items, response) in group.into_iter().zip(responses) {
+                for (items, response) in group.drain(..).zip(responses) {
                     let sent = Sent { items, response };
                     if outbox.send(sent).is_err() {
                         return;
@@ -294,9 +410,21 @@ impl Courier {
         Courier { to, from }
     }
 
+    /// Sends a batch fresh from the queue.
     fn submit(&self, items: Vec<OutItem>) {
+        self.send(items, true);
+    }
+
+    fn send(&self, items: Vec<OutItem>, fresh: bool) {
         self.to
-            .send(items)
+            .send(Job::Batch(items, fresh))
+            .expect("the courier thread lives as long as the scope");
+    }
+
+    /// Has the courier send what it holds (see `Job::Flush`).
+    fn flush(&self) {
+        self.to
+            .send(Job::Flush)
             .expect("the courier thread lives as long as the scope");
     }
 
@@ -304,11 +432,27 @@ impl Courier {
         self.from.recv().expect("the courier answers every batch")
     }
 
+    /// Sends items that were sent before (half of a batch too large, a
+    /// task of an earlier run), and waits for the answer.
     fn call(&self, items: Vec<OutItem>) -> (Vec<OutItem>, Response) {
-        self.submit(items);
+        self.send(items, false);
+        self.flush();
         let sent = self.wait();
         (sent.items, sent.response)
     }
+}
+
+/// Reads the data of `batch`'s items from the spool. An upsert whose data
+/// is not at hand (the source file changed under the spool) is taken out:
+/// it stays pending for the next collect, which reads the source and
+/// passes it along. Returns how many were taken out.
+fn fill(spool: &Spool, feed: &str, batch: &mut Vec<OutItem>) -> u64 {
+    if let Err(e) = spool.fill(batch) {
+        log::warn!("{feed}: spool file: {e}; those items wait for the next run");
+    }
+    let before = batch.len();
+    batch.retain(|i| i.deleted || i.data.is_some());
+    (before - batch.len()) as u64
 }
 
 /// Records what the target said about a batch.

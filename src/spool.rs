@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::source::SourceFile;
-use crate::state::OutItem;
+use crate::state::{Data, OutItem};
 
 pub struct Spool {
     file: File,
@@ -164,9 +164,10 @@ fn read_into(
         let base = wanted[start].1;
         let mut buf = vec![0u8; (span_end - base) as usize];
         file.read_exact_at(&mut buf, base)?;
+        // The items share the buffer (see `Data`).
+        let buf = std::sync::Arc::new(buf);
         for &(i, off, len) in &wanted[start..end] {
-            let at = (off - base) as usize;
-            items[i].data = Some(buf[at..at + len as usize].to_vec());
+            items[i].data = Some(Data::part(&buf, (off - base) as usize, len as usize));
         }
         start = end;
     }
@@ -215,7 +216,7 @@ mod tests {
         std::fs::write(&path, "{\"a\":10}\n").unwrap();
         let mut items = vec![out(1)];
         s.fill(&mut items).unwrap();
-        assert_eq!(items[0].data, None, "left pending for the next collect");
+        assert!(items[0].data.is_none(), "left pending for the next collect");
     }
 
     #[test]
@@ -228,7 +229,7 @@ mod tests {
         s.push(9, &vec![b'x'; 3 * BUFFER], None).unwrap();
         s.seal().unwrap();
         let mut items = vec![out(3), out(5), out(7), out(9)];
-        items[1].data = Some(b"kept".to_vec());
+        items[1].data = Some(b"kept".to_vec().into());
         s.fill(&mut items).unwrap();
         assert_eq!(items[0].data.as_deref(), Some(&b"{\"v\":3}"[..]));
         assert_eq!(items[1].data.as_deref(), Some(&b"kept"[..]));

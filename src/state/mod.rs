@@ -32,7 +32,7 @@ pub use counts::{Counts, FeedMetrics, Gauges};
 pub use feeds::FeedInfo;
 pub use items::{ItemFilter, ItemRow, Known, Outcome, Slots};
 pub use lock::{Holder, RunLock, lock, lock_holder, probe_lock};
-pub use queue::{Backlog, OutItem, Queue, queue_ids, queue_size, retry_backlog};
+pub use queue::{Backlog, Data, OutItem, Queue, queue_ids, queue_size, retry_backlog};
 pub use runs::RunRow;
 pub use schema::schema_version;
 pub use status::ItemStatus;

@@ -112,7 +112,9 @@ pub(super) fn out_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutItem> {
             _ => 0,
         },
         deleted: r.get(4)?,
-        data: r.get::<_, Option<String>>(5)?.map(String::into_bytes),
+        data: r
+            .get::<_, Option<String>>(5)?
+            .map(|d| Data::from(d.into_bytes())),
         attempts: r.get(6)?,
     })
 }
@@ -237,6 +239,53 @@ pub struct OutItem {
     pub hash: Hash,
     pub deleted: bool,
     /// The JSON text to send (valid UTF-8; kept as bytes on the hot path).
-    pub data: Option<Vec<u8>>,
+    pub data: Option<Data>,
     pub attempts: u32,
+}
+
+/// An item's data: its bytes in a buffer it may share with the other
+/// items of its batch. The spool reads neighbouring records with one call;
+/// sharing that buffer spares a copy and an allocation per item, which a
+/// first sync of a million items pays a million times.
+#[derive(Clone)]
+pub struct Data {
+    buf: std::sync::Arc<Vec<u8>>,
+    at: usize,
+    len: usize,
+}
+
+impl Data {
+    /// The bytes `at..at + len` of `buf`.
+    pub fn part(buf: &std::sync::Arc<Vec<u8>>, at: usize, len: usize) -> Data {
+        assert!(at + len <= buf.len(), "a part within the buffer");
+        Data {
+            buf: std::sync::Arc::clone(buf),
+            at,
+            len,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(v: Vec<u8>) -> Data {
+        let len = v.len();
+        Data {
+            buf: std::sync::Arc::new(v),
+            at: 0,
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.at..self.at + self.len]
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
 }

@@ -82,7 +82,7 @@ impl Kind for Algolia {
         let size: usize = batch
             .items
             .iter()
-            .map(|i| i.data.as_ref().map_or(0, Vec::len) + i.id.len() + 64)
+            .map(|i| i.data.as_deref().map_or(0, <[u8]>::len) + i.id.len() + 64)
             .sum();
         let mut body = Vec::with_capacity(size + 16);
         body.extend_from_slice(b"{\"requests\":[");
@@ -214,7 +214,7 @@ mod tests {
         let body = &al.requests(&batch)[0].body;
         let estimate: usize = items
             .iter()
-            .map(|i| al.item_bytes(i, i.data.as_ref().map_or(0, Vec::len)))
+            .map(|i| al.item_bytes(i, i.data.as_deref().map_or(0, <[u8]>::len)))
             .sum();
         assert!(estimate + al.frame_bytes("p") >= body.len());
     }

@@ -86,7 +86,7 @@ impl Kind for Elasticsearch {
         let size: usize = batch
             .items
             .iter()
-            .map(|i| self.item_bytes(i, i.data.as_ref().map_or(0, Vec::len)))
+            .map(|i| self.item_bytes(i, i.data.as_deref().map_or(0, <[u8]>::len)))
             .sum();
         let mut body = Vec::with_capacity(size);
         for item in batch.items {
@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn the_bulk_body_pairs_actions_and_documents_and_ends_with_a_newline() {
         let mut a = item("A", false);
-        a.data = Some(b"{\n  \"sku\": \"A\"\n}".to_vec());
+        a.data = Some(b"{\n  \"sku\": \"A\"\n}".to_vec().into());
         let items = [a, item("B", true)];
         let batch = Batch {
             feed: "p",
@@ -288,7 +288,7 @@ mod tests {
             body.len()
                 <= items
                     .iter()
-                    .map(|i| kind().item_bytes(i, i.data.as_ref().map_or(0, Vec::len)))
+                    .map(|i| kind().item_bytes(i, i.data.as_deref().map_or(0, <[u8]>::len)))
                     .sum()
         );
     }

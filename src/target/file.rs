@@ -109,6 +109,7 @@ fn append_group(
             let mut line = envelope(feed, sync, items);
             line.push(b'\n');
             (&f).write_all(&line)?;
+            start_writeback(&f, end, line.len());
             end += line.len() as u64;
         }
         f.sync_data()
@@ -133,6 +134,30 @@ fn append_group(
             }
         }
     }
+}
+
+/// Starts writing `len` bytes at `offset` of `f` to the disk, without
+/// waiting: the group's fsync then waits only for what is still on its way,
+/// and the disk works while the next lines are written. (Without this the
+/// courier wrote a group, then waited for the disk, in turn: a first sync
+/// of a million items spent half its delivery in fsync.)
+fn start_writeback(f: &File, offset: u64, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an open descriptor and a range; the call only schedules
+        // writeback, and a failure leaves the work to the fsync.
+        unsafe {
+            libc::sync_file_range(
+                f.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (f, offset, len);
 }
 
 /// Cuts whatever follows the last `\n` of `f` (`len` bytes long): the

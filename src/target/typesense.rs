@@ -87,7 +87,7 @@ impl Typesense {
             .header("Content-Type", "text/plain");
         let size: usize = upserts
             .iter()
-            .map(|&i| batch.items[i].data.as_ref().map_or(0, Vec::len) + 32)
+            .map(|&i| batch.items[i].data.as_deref().map_or(0, <[u8]>::len) + 32)
             .sum();
         req.body.reserve(size);
         for &i in &upserts {
@@ -438,7 +438,7 @@ mod tests {
     fn a_pretty_printed_record_is_one_import_line() {
         let ts = Typesense::at("http://h:1", "p", None);
         let mut it = item("A", false);
-        it.data = Some(b"{\n  \"sku\": \"A\",\r\n  \"t\": \"x\"\n}".to_vec());
+        it.data = Some(b"{\n  \"sku\": \"A\",\r\n  \"t\": \"x\"\n}".to_vec().into());
         let items = [it, item("B", false)];
         let reqs = ts.requests(&batch(&items));
         let lines: Vec<&[u8]> = reqs[0].body.split(|b| *b == b'\n').collect();

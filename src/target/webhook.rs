@@ -348,7 +348,11 @@ pub(super) mod tests {
             key: format!("{{\"sku\":\"{id}\"}}"),
             hash: 7,
             deleted,
-            data: (!deleted).then(|| format!("{{\"sku\":\"{id}\",\"price\":\"1\"}}").into_bytes()),
+            data: (!deleted).then(|| {
+                format!("{{\"sku\":\"{id}\",\"price\":\"1\"}}")
+                    .into_bytes()
+                    .into()
+            }),
             attempts: 0,
         }
     }
