@@ -57,12 +57,15 @@ for r in $(seq "$rounds"); do
   echo "parse	$r	$("$tool" parse "$base")" >>"$results"
   for i in "${!bins[@]}"; do
     bin=${bins[$i]}
-    rm -rf "$work/state.sqlite" "$work/out"
+    # Each case starts with nothing left to write back: a copy or a
+    # deletion still in the page cache would be written out during the
+    # next case and charged to it (a full sync waits on the disk).
+    rm -rf "$work/state.sqlite" "$work/out"; sync
     full=$(secs "$bin" --config "$work/file.toml" sync)
     rm -rf "$work/out"
-    cp "$work/state.sqlite" "$work/synced.sqlite"
+    cp "$work/state.sqlite" "$work/synced.sqlite"; sync
     same=$(secs "$bin" --config "$work/file.toml" sync)
-    cp "$work/synced.sqlite" "$work/state.sqlite"
+    cp "$work/synced.sqlite" "$work/state.sqlite"; sync
     pct=$(secs "$bin" --config "$work/http.toml" sync)
     printf 'bin%s\t%s\t%s\t%s\t%s\n' "$i" "$r" "$full" "$same" "$pct" >>"$results"
     echo "round $r ${bins[$i]}: full $full s, no change $same s, 1% $pct s" >&2

@@ -111,7 +111,7 @@ TOML
   echo "first full sync to file: vs parse"
   for r in $(seq "$reps"); do
     p=$("$tool" parse "$base"); put parse-full "$r" "$p"
-    rm -rf "$work/state.sqlite" "$work/out"
+    rm -rf "$work/state.sqlite" "$work/out"; sync   # the deletion on disk first
     read -r t rss < <(measure 1 -- "$bin" --config "$work/file.toml" sync)
     put full "$r" "$t" "$rss"; pair "$r" full "$p" "$t"
     rm -rf "$work/out"               # 1.1× the catalog: 13 GB at 10M
