@@ -29,11 +29,11 @@ pub fn raw_hash(bytes: &[u8], seed: u64) -> Hash {
 #[derive(Debug, Clone)]
 pub struct Item {
     pub id: String,
-    /// The key fields, flat under their configured names, as JSON text.
-    pub key: String,
-    /// The key is one field whose value is the id's text: the state file
-    /// need not store it (`{field: id}` gives it back).
-    pub key_is_id: bool,
+    /// The key fields, flat under their configured names, as JSON text;
+    /// `None` when the key is one field whose value is the id's text: the
+    /// state file need not store it (`{field: id}` gives it back), so it
+    /// is not even written out (a first sync makes a million of them).
+    pub key: Option<String>,
     pub hash: Hash,
     /// An incremental source marked this item deleted.
     pub deleted: bool,
@@ -115,7 +115,7 @@ impl Rules {
     }
 
     fn finish(&self, hash: Hash, caps: Captures) -> Result<Item, String> {
-        let mut key = Map::new();
+        let mut values = Vec::with_capacity(self.key.len());
         let mut id = String::new();
         let mut key_is_id = self.key.len() == 1;
         for (i, (field, v)) in self.key.iter().zip(caps.keys).enumerate() {
@@ -141,12 +141,15 @@ impl Rules {
                     key_is_id = false;
                 }
             }
-            key.insert(field.clone(), v);
+            values.push((field, v));
         }
+        let key = (!key_is_id).then(|| {
+            let key: Map<String, Value> = values.into_iter().map(|(f, v)| (f.clone(), v)).collect();
+            Value::Object(key).to_string()
+        });
         Ok(Item {
             id,
-            key: Value::Object(key).to_string(),
-            key_is_id,
+            key,
             hash,
             deleted: caps.deleted.as_ref().is_some_and(is_true),
         })
@@ -196,16 +199,21 @@ mod tests {
         let r = rules(&["sku", "store"], &[], &[]);
         let i = item(&r, r#"{"sku":"MH01-XS/Black,1%","store":"default"}"#).unwrap();
         assert_eq!(i.id, "MH01-XS%2FBlack%2C1%25/default");
-        assert_eq!(i.key, r#"{"sku":"MH01-XS/Black,1%","store":"default"}"#);
-        assert!(!i.key_is_id, "two fields");
+        assert_eq!(
+            i.key.as_deref(),
+            Some(r#"{"sku":"MH01-XS/Black,1%","store":"default"}"#),
+            "two fields"
+        );
         let r1 = rules(&["sku"], &[], &[]);
-        assert!(item(&r1, r#"{"sku":"MH01"}"#).unwrap().key_is_id);
-        assert!(!item(&r1, r#"{"sku":"M/1"}"#).unwrap().key_is_id, "encoded");
-        assert!(!item(&r1, r#"{"sku":1}"#).unwrap().key_is_id, "a number");
+        assert_eq!(item(&r1, r#"{"sku":"MH01"}"#).unwrap().key, None);
+        let encoded = item(&r1, r#"{"sku":"M/1"}"#).unwrap();
+        assert_eq!(encoded.key.as_deref(), Some(r#"{"sku":"M/1"}"#), "encoded");
+        let number = item(&r1, r#"{"sku":1}"#).unwrap();
+        assert_eq!(number.key.as_deref(), Some(r#"{"sku":1}"#), "a number");
         let r = rules(&["p.id"], &[], &[]);
         let i = item(&r, r#"{"p":{"id":1.50}}"#).unwrap();
         assert_eq!(i.id, "1.5");
-        assert_eq!(i.key, r#"{"p.id":1.5}"#);
+        assert_eq!(i.key.as_deref(), Some(r#"{"p.id":1.5}"#));
         let i = item(&r, r#"{"p":{"id":true}}"#).unwrap();
         assert_eq!(i.id, "true");
     }

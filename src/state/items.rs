@@ -197,7 +197,7 @@ impl Tx<'_> {
             stmt.raw_bind_parameter(at + 4, &blob(item.hash)[..])?;
             stmt.raw_bind_parameter(at + 5, now)?;
             stmt.raw_bind_parameter(at + 6, sent_at)?;
-            stmt.raw_bind_parameter(at + 7, (!item.key_is_id).then_some(&item.key))?;
+            stmt.raw_bind_parameter(at + 7, item.key.as_deref())?;
             stmt.raw_bind_parameter(at + 8, data)?;
             at += 9;
         }

@@ -10,8 +10,7 @@ fn with_status(value: impl rusqlite::ToSql) -> (tempfile::TempDir, State, i64) {
     let feed = state.feed_id("products").unwrap();
     let item = crate::record::Item {
         id: "p1".into(),
-        key: r#"{"sku":"p1"}"#.into(),
-        key_is_id: true,
+        key: None,
         hash: 1,
         deleted: false,
     };
@@ -83,8 +82,7 @@ fn slots_read_in_parts_are_the_slots_read_at_once() {
     for n in 0..130_000u32 {
         let item = crate::record::Item {
             id: format!("i{n}"),
-            key: format!(r#"{{"sku":"i{n}"}}"#),
-            key_is_id: true,
+            key: None,
             hash: u128::from(n),
             deleted: false,
         };
