@@ -293,3 +293,38 @@ fn nesting_deeper_than_128_levels_is_refused_naming_the_record() {
         );
     }
 }
+
+/// Many records just under `max_record_bytes`, each alone in its batch
+/// (a batch closes at `max_batch_bytes`): however many batches a `file:`
+/// target's window holds, what is with the courier stays bounded in
+/// bytes, so peak memory stays under Guarantee 8's bound.
+#[test]
+fn records_near_the_cap_are_delivered_within_the_memory_bound() {
+    let env = file_feed("ndjson", "p.ndjson", None);
+    let n = 24;
+    let text = "x".repeat(12 << 20);
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(env.path("p.ndjson")).unwrap());
+        for i in 0..n {
+            writeln!(w, "{{\"sku\":\"S{i:02}\",\"text\":\"{text}\"}}").unwrap();
+        }
+        w.flush().unwrap();
+    }
+    drop(text);
+    let (run, rss) = run_measured(&env, &["sync"]);
+    run.assert_code(0);
+    let out = std::fs::read_to_string(env.path("out.ndjson")).unwrap();
+    let skus: Vec<String> = out
+        .lines()
+        .flat_map(|line| {
+            let batch: serde_json::Value = serde_json::from_str(line).unwrap();
+            let items = batch["items"].as_array().unwrap().clone();
+            assert_eq!(items.len(), 1, "one record a batch");
+            items
+                .into_iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(skus, (0..n).map(|i| format!("S{i:02}")).collect::<Vec<_>>());
+    assert!(rss < 200 * MB, "peak RSS {} MB", rss / MB);
+}
