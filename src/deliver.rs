@@ -1,10 +1,11 @@
 //! Delivery: a feed's send queue, batch by batch, to its target, and what
 //! the target said, back into the state file.
 //!
-//! Three parties work at once. The calling thread reads batches from the
-//! state and their data from the spool, and records outcomes; a courier
-//! thread builds envelopes and sends them; the target answers. An item
-//! becomes `sent` only in the transaction that follows the target's
+//! Four parties work at once. The calling thread reads batches from the
+//! state and records outcomes; a filler thread reads their data from the
+//! spool; a courier thread builds envelopes and sends them (a `file:`
+//! target takes them in groups, one fsync each); the target answers. An
+//! item becomes `sent` only in the transaction that follows the target's
 //! acknowledgement of its version (Guarantee 1), and after a retryable
 //! failure or a refusal nothing more goes to that feed in this run.
 
