@@ -111,8 +111,10 @@ pub fn check_result(names: &[String], json: &JsonColumns) -> Result<(), RowError
     json.check(names).map_err(RowError::Bad)
 }
 
-/// Bytes of NDJSON lines per block handed to the reader.
-const BLOCK: usize = 256 << 10;
+/// Bytes of NDJSON lines per block handed to the reader: a little under
+/// the splitter's read buffer (1 MB), so one read takes a whole block and
+/// the diff's workers get blocks as large as a file gives them.
+const BLOCK: usize = 960 << 10;
 
 /// Full blocks waiting for the reader: bounds the memory a fast query
 /// can run ahead by.
