@@ -53,7 +53,7 @@ pub(crate) fn run(
     // file, which writes them and fsyncs once for all.
     let window = target.window();
     let mut refused = None;
-    let waiting = std::sync::atomic::AtomicU64::new(0);
+    let waiting = AtomicU64::new(0);
     std::thread::scope(|scope| -> Result<()> {
         let courier = Courier::start(scope, target, &feed.name, kind, nonce, from.spool, &waiting);
         // Work an earlier run left unfinished at the target is settled
@@ -291,19 +291,9 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// No more than this is with the courier, unless one batch alone is
 /// bigger: batches of records near `max_record_bytes` stay within the
-/// memory bound (Guarantee 8) however many fit in the window.
+/// memory bound (Guarantee 8) however many fit in the window. (A window
+/// cut short by it is flushed like any other that is not full.)
 const WINDOW_BYTES: usize = 16 << 20;
-
-/// A group holding this much data is sent at once.
-const GROUP_BYTES: usize = WINDOW_BYTES / 2;
-
-/// The data a batch carries.
-fn data_bytes(batch: &[OutItem]) -> usize {
-    batch
-        .iter()
-        .map(|i| i.data.as_deref().map_or(0, <[u8]>::len))
-        .sum()
-}
 
 /// What the courier is handed.
 enum Job {
@@ -359,7 +349,6 @@ impl Courier {
         crate::threads::named(scope, "feedsync-send", move || {
             let mut failed = false;
             let mut group: Vec<Vec<OutItem>> = Vec::with_capacity(size);
-            let mut bytes = 0;
             loop {
                 // A group is sent once it is full, or when the calling
                 // thread says no more come for now, or when none has come
@@ -377,16 +366,14 @@ impl Courier {
                 let now = match job {
                     None => break,
                     Some(Job::Batch(b, _)) => {
-                        bytes += data_bytes(&b);
                         group.push(b);
-                        group.len() >= size || bytes >= GROUP_BYTES
+                        group.len() >= size
                     }
                     Some(Job::Flush) => !group.is_empty(),
                 };
                 if !now {
                     continue;
                 }
-                bytes = 0;
                 // After a failure nothing more is written or sent; the main
                 // thread has stopped the feed and these stay pending.
                 let responses = if failed {
