@@ -9,7 +9,7 @@
 #   feed `pair` (composite key): sent.
 #   bash tests/data/make-state-v4.sh /path/to/feedsync-7a1a235 OUT.sqlite
 set -euo pipefail
-bin=$(realpath "$1") out=$(realpath "$2")
+bin=$(realpath "$1") out=$(realpath "$2") here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d); trap 'kill $rx 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 cat >rx.py <<'PY'
@@ -35,26 +35,7 @@ PY
 python3 rx.py & rx=$!
 for _ in $(seq 50); do [ -s port ] && break; sleep 0.1; done
 port=$(cat port)
-cat >feedsync.toml <<TOML
-state = "state.sqlite"
-[target]
-url = "http://127.0.0.1:$port/{feed}"
-[[feeds]]
-name = "p"
-source = "p.ndjson"
-key = ["sku"]
-max_deletes = "100%"
-[[feeds]]
-name = "legacy"
-source = "l.ndjson"
-key = ["sku"]
-mode = "legacy"
-keep_data = true
-[[feeds]]
-name = "pair"
-source = "pair.ndjson"
-key = ["sku", "store"]
-TOML
+{ echo 'state = "state.sqlite"'; sed "s|@URL@|http://127.0.0.1:$port/{feed}|" "$here/state-v4.toml"; } >feedsync.toml
 { for s in A1 A2 A3 FLAKY BAD GONE GONE2 'W/1%'; do echo "{\"sku\":\"$s\",\"price\":1}"; done; } >p.ndjson
 { for s in L1 L2; do echo "{\"sku\":\"$s\",\"price\":2}"; done; } >l.ndjson
 printf '%s\n' '{"sku":"X","store":"de","price":3}' '{"sku":7,"store":"fr","price":4}' >pair.ndjson

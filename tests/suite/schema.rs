@@ -17,28 +17,8 @@ fn release_setup(receiver: &Receiver) -> Env {
         env.state_path(),
     )
     .unwrap();
-    env.config(&format!(
-        r#"
-[target]
-url = "{}"
-[[feeds]]
-name = "p"
-source = "p.ndjson"
-key = ["sku"]
-max_deletes = "100%"
-[[feeds]]
-name = "legacy"
-source = "l.ndjson"
-key = ["sku"]
-mode = "legacy"
-keep_data = true
-[[feeds]]
-name = "pair"
-source = "pair.ndjson"
-key = ["sku", "store"]
-"#,
-        receiver.url("/{feed}")
-    ));
+    // The feeds the fixture was made with (see make-state-v4.sh).
+    env.config(&include_str!("../data/state-v4.toml").replace("@URL@", &receiver.url("/{feed}")));
     let lines = |rows: &[Value]| rows.iter().map(|r| format!("{r}\n")).collect::<String>();
     let p: Vec<Value> = ["A1", "A2", "A3", "FLAKY", "BAD", "W/1%"]
         .iter()
